@@ -1,0 +1,187 @@
+"""Differentiable image ops (NHWC): the graph side of the numba kernels in ``tinyddpm.kernels``.
+
+Each op's forward calls a forward kernel and its backward the matching backward kernel; the
+arithmetic lives in the kernels, so this file only wires shapes and saved arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels as K
+from .tensor import Function
+
+
+class Conv2D(Function):
+    """y = conv(x, kernel) + bias, kernel (kh, kw, C_in, C_out), Keras padding rule."""
+    @staticmethod
+    def forward(ctx, x, kernel, bias, stride=1, padding="valid"):
+        out_hw, pads = K.conv2d_geometry(x.shape, kernel.shape, stride, padding)
+        y, cols = K.conv2d_forward(x, kernel, bias, stride, pads, out_hw)
+        ctx.args = x.shape, kernel, cols, stride, pads
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x_shape, kernel, cols, stride, pads = ctx.args
+        dx, dk, db = K.conv2d_backward(g, x_shape, kernel, cols, stride, pads,
+                                       need_dx=ctx.needs_input_grad[0])
+        return dx, dk, db
+
+
+class Conv2DTranspose(Function):
+    """Transposed convolution, stride 1: kernel (kh, kw, C_out, C_in) as in Keras.
+
+    Computed as a convolution with the rotated, channel-swapped kernel
+    (:func:`tinyddpm.kernels.transpose_kernel_as_conv`), padded so ``same`` keeps the size.
+    """
+    @staticmethod
+    def forward(ctx, x, kernel, bias, padding="same"):
+        kh, kw = kernel.shape[:2]
+        conv_kernel = K.transpose_kernel_as_conv(kernel)
+        if padding == "same":  # the adjoint of a 'same' conv: its padding, before/after swapped
+            out_hw, (pt, pb, pl, pr) = K.conv2d_geometry(x.shape, conv_kernel.shape, 1, "same")
+            pads = (pb, pt, pr, pl)
+        elif padding == "valid":  # the adjoint of a 'valid' conv is a 'full' conv
+            out_hw, pads = (x.shape[1] + kh - 1, x.shape[2] + kw - 1), (kh - 1, kh - 1, kw - 1, kw - 1)
+        else:
+            raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+        y, cols = K.conv2d_forward(x, conv_kernel, bias, 1, pads, out_hw)
+        ctx.args = x.shape, conv_kernel, cols, pads
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x_shape, conv_kernel, cols, pads = ctx.args
+        dx, dk, db = K.conv2d_backward(g, x_shape, conv_kernel, cols, 1, pads,
+                                       need_dx=ctx.needs_input_grad[0])
+        return dx, K.transpose_kernel_as_conv(dk), db  # the rotation is its own inverse
+
+
+class DepthwiseConv2D(Function):
+    """y[n,h,w,c] = sum_{i,j} xpad[n,h+i,w+j,c] k[i,j,c]; kernel (kh, kw, C, 1) as in Keras."""
+    @staticmethod
+    def forward(ctx, x, kernel, padding="same"):
+        k = np.ascontiguousarray(kernel[:, :, :, 0])
+        out_hw, pads = K.conv2d_geometry(x.shape, k.shape, 1, padding)
+        ctx.save_for_backward(x, k)
+        ctx.pads = pads
+        return K.depthwise_forward(np.ascontiguousarray(x), k, pads[0], pads[2], *out_hw)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, k = ctx.saved
+        pt, _, pl, _ = ctx.pads
+        g = np.ascontiguousarray(g)
+        dx = K.depthwise_backward_input(g, k, pt, pl, x.shape[1], x.shape[2]) \
+            if ctx.needs_input_grad[0] else None
+        dk = K.depthwise_backward_kernel(np.ascontiguousarray(x), g, k.shape[0], k.shape[1], pt, pl)
+        return dx, dk[:, :, :, None]
+
+
+class MaxPool2D(Function):
+    """Max over pool x pool windows with the given stride; Keras padding rule."""
+    @staticmethod
+    def forward(ctx, x, pool=3, stride=2, padding="same"):
+        out_hw, pads = K.conv2d_geometry(x.shape, (pool, pool), stride, padding)
+        y, arg = K.maxpool_forward(np.ascontiguousarray(x), pool, stride, pads[0], pads[2], *out_hw)
+        ctx.args = arg, x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        arg, (_, h, w, _) = ctx.args
+        return K.maxpool_backward(np.ascontiguousarray(g), arg, h, w)
+
+
+class UpSample2D(Function):
+    """Nearest-neighbour up-sampling by an integer factor."""
+    @staticmethod
+    def forward(ctx, x, factor=2):
+        ctx.factor = factor
+        return K.upsample_forward(np.ascontiguousarray(x), factor)
+
+    @staticmethod
+    def backward(ctx, g):
+        return K.upsample_backward(np.ascontiguousarray(g), ctx.factor)
+
+
+class BatchNormTrain(Function):
+    """Batch norm with the batch's statistics; ``stats`` (a dict) receives mean and var."""
+    @staticmethod
+    def forward(ctx, x, gamma, beta, eps=1e-3, stats=None):
+        y, mean, var = K.batchnorm_forward_train(np.ascontiguousarray(x), gamma, beta, eps)
+        ctx.save_for_backward(x, gamma, mean, var)
+        ctx.eps = eps
+        if stats is not None:
+            stats["mean"], stats["var"] = mean, var
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, gamma, mean, var = ctx.saved
+        return K.batchnorm_backward(np.ascontiguousarray(g), np.ascontiguousarray(x),
+                                    gamma, mean, var, ctx.eps)
+
+
+class BatchNormInfer(Function):
+    """Batch norm with fixed (moving) statistics: an affine map per channel."""
+    @staticmethod
+    def forward(ctx, x, gamma, beta, moving_mean, moving_var, eps=1e-3):
+        inv_std = 1.0 / np.sqrt(moving_var + eps)
+        ctx.save_for_backward(x, gamma, moving_mean, inv_std)
+        return K.batchnorm_forward_infer(np.ascontiguousarray(x), gamma, beta, moving_mean,
+                                         moving_var, eps)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, gamma, mean, inv_std = ctx.saved
+        axes = tuple(range(g.ndim - 1))
+        xhat = (x - mean) * inv_std
+        return g * (gamma * inv_std), (g * xhat).sum(axis=axes), g.sum(axis=axes), None, None
+
+
+class GroupNorm(Function):
+    """Group norm: statistics per image over H, W and the channels of each of ``groups`` groups."""
+    @staticmethod
+    def forward(ctx, x, gamma, beta, groups=32, eps=1e-3):
+        x = np.ascontiguousarray(x)
+        y, mean, inv_std = K.groupnorm_forward(x, gamma, beta, groups, eps)
+        ctx.save_for_backward(x, gamma, mean, inv_std)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, gamma, mean, inv_std = ctx.saved
+        return K.groupnorm_backward(np.ascontiguousarray(g), x, gamma, mean, inv_std)
+
+
+def conv2d(x, kernel, bias=None, stride=1, padding="valid"):
+    return Conv2D.apply(x, kernel, bias, stride=stride, padding=padding)
+
+
+def conv2d_transpose(x, kernel, bias=None, padding="same"):
+    return Conv2DTranspose.apply(x, kernel, bias, padding=padding)
+
+
+def depthwise_conv2d(x, kernel, padding="same"):
+    return DepthwiseConv2D.apply(x, kernel, padding=padding)
+
+
+def max_pool2d(x, pool=3, stride=2, padding="same"):
+    return MaxPool2D.apply(x, pool=pool, stride=stride, padding=padding)
+
+
+def upsample2d(x, factor=2):
+    return UpSample2D.apply(x, factor=factor)
+
+
+def batch_norm_train(x, gamma, beta, eps=1e-3, stats=None):
+    return BatchNormTrain.apply(x, gamma, beta, eps=eps, stats=stats)
+
+
+def batch_norm_infer(x, gamma, beta, moving_mean, moving_var, eps=1e-3):
+    return BatchNormInfer.apply(x, gamma, beta, moving_mean, moving_var, eps=eps)
+
+
+def group_norm(x, gamma, beta, groups=32, eps=1e-3):
+    return GroupNorm.apply(x, gamma, beta, groups=groups, eps=eps)

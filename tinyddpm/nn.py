@@ -1,0 +1,533 @@
+"""Layers, Keras-style: ``Conv2D(16, 3)`` builds its weights from the first input it sees.
+
+A :class:`Module` owns named :class:`Parameter` s (trained), buffers (plain arrays such as
+BatchNorm's moving statistics, saved but not trained) and sub-modules, all found by attribute
+assignment, as in PyTorch. Every layer checks its input (rank, channels, dtype, NaN) and says
+which layer, what it expected and what it received.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+from . import ops
+from .tensor import Tensor
+
+_rng = np.random.default_rng()
+
+#: Set to False to skip the per-layer NaN/inf scan of inputs (a few % of a training step).
+CHECK_FINITE = True
+
+
+def set_seed(seed):
+    """Seed the generator behind weight initialisation (and NumPy's global one) for reproducibility."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+    np.random.seed(seed)
+
+
+def glorot_uniform(shape, dtype=np.float32, rng=None):
+    """Keras' default kernel initialiser: U(-l, l), l = sqrt(6 / (fan_in + fan_out)).
+
+    For a conv kernel (kh, kw, in, out): fan_in = kh*kw*in, fan_out = kh*kw*out.
+    """
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return (rng or _rng).uniform(-limit, limit, size=shape).astype(dtype)
+
+
+class Parameter(Tensor):
+    """A tensor that a :class:`Module` trains (``requires_grad`` is always on)."""
+    __slots__ = ()
+
+    def __init__(self, data, dtype=None, name=None):
+        super().__init__(data, requires_grad=True, dtype=dtype, name=name)
+
+
+class Module:
+    """Base class of layers and models.
+
+    Subclasses set parameters, buffers and sub-modules as attributes (usually in ``build``) and
+    implement ``forward``. ``__call__`` builds on first use, checks the input, then forwards.
+    """
+
+    #: rank of the input tensor the layer accepts (None: any)
+    input_ndim = None
+    #: whether the input's float dtype must equal the layer's (layers with weights)
+    match_dtype = True
+
+    def __init__(self, name=None):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+        self.training = True
+        self.built = False
+        self.name = name
+        self.input_channels = None
+        self.dtype = np.float32
+
+    def __setattr__(self, key, value):
+        if key in self._buffers and not isinstance(value, (Parameter, Module)):
+            object.__setattr__(self, key, np.asarray(value))  # updating a buffer keeps it one
+            return
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(key, None)
+        if isinstance(value, Parameter):
+            self._parameters[key] = value
+        elif isinstance(value, Module):
+            if value.name is None:
+                value.name = key
+            self._modules[key] = value
+        object.__setattr__(self, key, value)
+
+    def register_buffer(self, key, array):
+        """A named array that is saved with the weights but not trained."""
+        self._buffers[key] = None
+        object.__setattr__(self, key, np.asarray(array))
+
+    def add_weight(self, key, shape, initializer="glorot_uniform"):
+        if initializer == "glorot_uniform":
+            data = glorot_uniform(shape, self.dtype)
+        elif initializer in ("zeros", "ones"):
+            data = (np.zeros if initializer == "zeros" else np.ones)(shape, self.dtype)
+        else:
+            data = np.asarray(initializer(shape), dtype=self.dtype)
+        setattr(self, key, Parameter(data, name=key))
+        return getattr(self, key)
+
+    # --- traversal ---------------------------------------------------------------------------
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for key, module in self._modules.items():
+            yield from module.named_modules(f"{prefix}.{key}" if prefix else key)
+
+    def named_parameters(self):
+        for path, module in self.named_modules():
+            for key in module._parameters:
+                yield (f"{path}.{key}" if path else key), getattr(module, key)
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self):
+        for path, module in self.named_modules():
+            for key in module._buffers:
+                yield (f"{path}.{key}" if path else key), getattr(module, key)
+
+    def count_params(self):
+        """Number of weights, trained or not (BatchNorm's moving statistics count, as in Keras)."""
+        self._require_built("count_params()")
+        return sum(p.size for p in self.parameters()) + sum(b.size for _, b in self.named_buffers())
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode=True):
+        for _, module in self.named_modules():
+            module.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def astype(self, dtype):
+        """Convert every parameter and buffer (e.g. to float64 for gradient checks), in place."""
+        for _, module in self.named_modules():
+            module.dtype = np.dtype(dtype).type
+            for key, p in module._parameters.items():
+                p.data = p.data.astype(dtype)
+            for key in module._buffers:
+                object.__setattr__(module, key, getattr(module, key).astype(dtype))
+        return self
+
+    # --- saving and loading ------------------------------------------------------------------
+    def state_dict(self):
+        """{name: array copy} of every parameter and buffer."""
+        self._require_built("state_dict()")
+        state = {name: p.data.copy() for name, p in self.named_parameters()}
+        state.update({name: np.array(b) for name, b in self.named_buffers()})
+        return state
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters and buffers; names and shapes must match exactly."""
+        self._require_built("load_state_dict()")
+        own = dict(self.named_parameters())
+        own_buffers = dict(self.named_buffers())
+        expected = set(own) | set(own_buffers)
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ValueError(f"{self._label()}: state does not match the model: missing "
+                             f"{missing or 'nothing'}, unexpected {unexpected or 'nothing'}")
+        for name in sorted(expected):
+            current = own[name].data if name in own else own_buffers[name]
+            value = np.asarray(state[name])
+            if value.shape != current.shape:
+                raise ValueError(f"{self._label()}: '{name}' has shape {value.shape} in the "
+                                 f"state but {current.shape} in the model")
+        for name, p in own.items():
+            p.data = np.array(state[name], dtype=p.dtype)
+        for path, module in self.named_modules():
+            for key in module._buffers:
+                full = f"{path}.{key}" if path else key
+                object.__setattr__(module, key, np.array(state[full], dtype=module.dtype))
+
+    # --- calling -----------------------------------------------------------------------------
+    def __call__(self, x, *args, **kwargs):
+        if self.input_ndim is not None:
+            x = self._check_input(x)
+            if not self.built:
+                self.build(x.shape)
+                self.input_channels = x.shape[-1]
+                self.built = True
+            elif self.input_channels is not None and x.shape[-1] != self.input_channels:
+                raise ValueError(f"{self._label()}: expected input of shape "
+                                 f"{self._expected_shape()}, received {x.shape}")
+        return self.forward(x, *args, **kwargs)
+
+    def build(self, input_shape):
+        """Create the weights for an input of this shape (layers with weights override this)."""
+
+    def forward(self, x):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _label(self):
+        return f"{type(self).__name__} '{self.name or type(self).__name__.lower()}'"
+
+    def _expected_shape(self):
+        dims = {2: "(N, {})", 4: "(N, H, W, {})"}.get(self.input_ndim, "(..., {})")
+        return dims.format(self.input_channels if self.input_channels is not None else "C")
+
+    def _require_built(self, what):
+        if not all(m.built or m.input_ndim is None for _, m in self.named_modules()):
+            raise RuntimeError(f"{self._label()}: {what} needs the weights, which are created on "
+                               "the first call: call the model on an input batch first")
+
+    def _check_input(self, x):
+        data = x.data if isinstance(x, Tensor) else np.asarray(x)
+        if data.dtype.kind != "f":
+            raise TypeError(f"{self._label()}: expected a float input of shape "
+                            f"{self._expected_shape()}, received dtype {data.dtype} with shape "
+                            f"{data.shape}: convert with .astype(np.float32)")
+        if self.match_dtype and data.dtype != self.dtype:
+            raise TypeError(f"{self._label()}: expected {np.dtype(self.dtype).name} input, "
+                            f"received {data.dtype} (shape {data.shape}); convert the input "
+                            f"with .astype(), or the layer with .astype()")
+        if data.ndim != self.input_ndim:
+            raise ValueError(f"{self._label()}: expected input of shape "
+                             f"{self._expected_shape()} (rank {self.input_ndim}), received "
+                             f"{data.shape} (rank {data.ndim})")
+        # one cheap sum first; the exact scan runs only when the sum is not finite
+        if CHECK_FINITE and not np.isfinite(data.sum()) and not np.isfinite(data).all():
+            bad = "NaN" if np.isnan(data).any() else "infinite values"
+            raise ValueError(f"{self._label()}: input of shape {data.shape} contains {bad}")
+        return x if isinstance(x, Tensor) else Tensor(data)
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}("]
+        for key, module in self._modules.items():
+            lines.append(f"  ({key}): " + repr(module).replace("\n", "\n  "))
+        return "\n".join(lines) + ")" if len(lines) > 1 else f"{type(self).__name__}()"
+
+
+# -------------------------------------------------------------------------------------------------
+# activations
+# -------------------------------------------------------------------------------------------------
+ACTIVATIONS = {None: None, "linear": None, "relu": ops.relu, "sigmoid": ops.sigmoid,
+               "tanh": ops.tanh, "silu": ops.silu, "swish": ops.silu}
+
+
+def get_activation(activation):
+    if callable(activation):
+        return activation
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of "
+                         f"{sorted(k for k in ACTIVATIONS if k)} or pass a function")
+    return ACTIVATIONS[activation]
+
+
+def _activate(y, activation):
+    return y if activation is None else activation(y)
+
+
+class Activation(Module):
+    """Applies an activation function: ``Activation("relu")``."""
+
+    def __init__(self, activation, name=None):
+        super().__init__(name)
+        self.activation = get_activation(activation)
+        self.built = True
+
+    def forward(self, x):
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        return _activate(x, self.activation)
+
+
+# -------------------------------------------------------------------------------------------------
+# layers with weights
+# -------------------------------------------------------------------------------------------------
+class Dense(Module):
+    """y = activation(x @ kernel + bias), kernel (in, units) Glorot-uniform, bias zeros."""
+    input_ndim = 2
+
+    def __init__(self, units, activation=None, use_bias=True, name=None):
+        super().__init__(name)
+        self.units, self.use_bias = int(units), use_bias
+        self.activation = get_activation(activation)
+
+    def build(self, input_shape):
+        self.add_weight("kernel", (input_shape[-1], self.units))
+        self.bias = self.add_weight("bias", (self.units,), "zeros") if self.use_bias else None
+
+    def forward(self, x):
+        y = ops.matmul(x, self.kernel)
+        if self.bias is not None:
+            y = y + self.bias
+        return _activate(y, self.activation)
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value), int(value))
+
+
+class Conv2D(Module):
+    """2-D convolution, NHWC; kernel (kh, kw, C_in, filters); ``padding`` 'valid' or 'same'."""
+    input_ndim = 4
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
+                 use_bias=True, name=None):
+        super().__init__(name)
+        self.filters, self.kernel_size = int(filters), _pair(kernel_size)
+        self.strides = int(strides)
+        if padding not in ("valid", "same"):
+            raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {padding!r}")
+        self.padding, self.use_bias = padding, use_bias
+        self.activation = get_activation(activation)
+
+    def build(self, input_shape):
+        self.add_weight("kernel", (*self.kernel_size, input_shape[-1], self.filters))
+        self.bias = self.add_weight("bias", (self.filters,), "zeros") if self.use_bias else None
+
+    def forward(self, x):
+        y = F.conv2d(x, self.kernel, self.bias, stride=self.strides, padding=self.padding)
+        return _activate(y, self.activation)
+
+
+class Conv2DTranspose(Module):
+    """Transposed convolution (stride 1), kernel (kh, kw, filters, C_in) as in Keras."""
+    input_ndim = 4
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
+                 use_bias=True, name=None):
+        super().__init__(name)
+        if int(strides) != 1:
+            raise NotImplementedError("Conv2DTranspose: only strides=1 is implemented")
+        self.filters, self.kernel_size = int(filters), _pair(kernel_size)
+        self.padding, self.use_bias = padding, use_bias
+        self.activation = get_activation(activation)
+
+    def build(self, input_shape):
+        self.add_weight("kernel", (*self.kernel_size, self.filters, input_shape[-1]))
+        self.bias = self.add_weight("bias", (self.filters,), "zeros") if self.use_bias else None
+
+    def forward(self, x):
+        y = F.conv2d_transpose(x, self.kernel, self.bias, padding=self.padding)
+        return _activate(y, self.activation)
+
+
+class SeparableConv2D(Module):
+    """Depthwise k x k convolution (one filter per channel) then a pointwise 1x1 convolution.
+
+    Weights as in Keras: depthwise_kernel (k, k, C_in, 1), pointwise_kernel (1, 1, C_in, filters),
+    bias (filters,). Stride 1.
+    """
+    input_ndim = 4
+
+    def __init__(self, filters, kernel_size, padding="valid", activation=None, use_bias=True,
+                 name=None):
+        super().__init__(name)
+        self.filters, self.kernel_size = int(filters), _pair(kernel_size)
+        self.padding, self.use_bias = padding, use_bias
+        self.activation = get_activation(activation)
+
+    def build(self, input_shape):
+        c = input_shape[-1]
+        self.add_weight("depthwise_kernel", (*self.kernel_size, c, 1))
+        self.add_weight("pointwise_kernel", (1, 1, c, self.filters))
+        self.bias = self.add_weight("bias", (self.filters,), "zeros") if self.use_bias else None
+
+    def forward(self, x):
+        y = F.depthwise_conv2d(x, self.depthwise_kernel, padding=self.padding)
+        y = F.conv2d(y, self.pointwise_kernel, self.bias)
+        return _activate(y, self.activation)
+
+
+class BatchNormalization(Module):
+    """Normalises each channel (Keras semantics).
+
+    Training: batch statistics, and moving_mean <- momentum * moving_mean + (1 - momentum) * mean
+    (the same for the variance, biased as in Keras). Inference (``eval()``): the moving statistics.
+        y = gamma * (x - mean) / sqrt(var + epsilon) + beta
+    """
+    input_ndim = 4
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, name=None):
+        super().__init__(name)
+        self.momentum, self.epsilon = momentum, epsilon
+
+    def build(self, input_shape):
+        c = input_shape[-1]
+        self.add_weight("gamma", (c,), "ones")
+        self.add_weight("beta", (c,), "zeros")
+        self.register_buffer("moving_mean", np.zeros(c, self.dtype))
+        self.register_buffer("moving_variance", np.ones(c, self.dtype))
+
+    def forward(self, x):
+        if not self.training:
+            return F.batch_norm_infer(x, self.gamma, self.beta, self.moving_mean,
+                                      self.moving_variance, self.epsilon)
+        stats = {}
+        y = F.batch_norm_train(x, self.gamma, self.beta, self.epsilon, stats=stats)
+        m = self.momentum
+        self.moving_mean = (m * self.moving_mean + (1 - m) * stats["mean"]).astype(self.dtype)
+        self.moving_variance = (m * self.moving_variance + (1 - m) * stats["var"]).astype(self.dtype)
+        return y
+
+
+class GroupNormalization(Module):
+    """Normalises each image over H, W and each group of C/groups channels (Keras semantics)."""
+    input_ndim = 4
+
+    def __init__(self, groups=32, epsilon=1e-3, name=None):
+        super().__init__(name)
+        self.groups, self.epsilon = int(groups), epsilon
+
+    def build(self, input_shape):
+        c = input_shape[-1]
+        if c % self.groups:
+            raise ValueError(f"{self._label()}: {c} channels cannot be split into "
+                             f"{self.groups} groups")
+        self.add_weight("gamma", (c,), "ones")
+        self.add_weight("beta", (c,), "zeros")
+
+    def forward(self, x):
+        return F.group_norm(x, self.gamma, self.beta, self.groups, self.epsilon)
+
+
+# -------------------------------------------------------------------------------------------------
+# layers without weights
+# -------------------------------------------------------------------------------------------------
+class _Stateless(Module):
+    input_ndim = 4
+    match_dtype = False
+
+    def __call__(self, x, *args, **kwargs):
+        x = self._check_input(x)
+        self.built = True
+        return self.forward(x, *args, **kwargs)
+
+
+class MaxPooling2D(_Stateless):
+    """Max over pool_size x pool_size windows (strides default to pool_size)."""
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
+        super().__init__(name)
+        self.pool_size = int(pool_size)
+        self.strides = int(strides or pool_size)
+        self.padding = padding
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.pool_size, self.strides, self.padding)
+
+
+class UpSampling2D(_Stateless):
+    """Nearest-neighbour up-sampling: each pixel becomes a size x size block."""
+
+    def __init__(self, size=2, name=None):
+        super().__init__(name)
+        self.size = int(size)
+
+    def forward(self, x):
+        return F.upsample2d(x, self.size)
+
+
+class ZeroPadding2D(_Stateless):
+    """Adds rows and columns of zeros: ``padding`` = p, (ph, pw) or ((top, bottom), (left, right))."""
+
+    def __init__(self, padding=1, name=None):
+        super().__init__(name)
+        if np.ndim(padding) == 0:
+            padding = ((padding, padding), (padding, padding))
+        elif np.ndim(padding) == 1:
+            padding = ((padding[0], padding[0]), (padding[1], padding[1]))
+        self.padding = tuple(tuple(int(v) for v in p) for p in padding)
+
+    def forward(self, x):
+        return ops.pad(x, ((0, 0), *self.padding, (0, 0)))
+
+
+class Cropping2D(_Stateless):
+    """Removes rows and columns at the borders: ``cropping`` = c, (ch, cw) or ((t, b), (l, r))."""
+
+    def __init__(self, cropping=1, name=None):
+        super().__init__(name)
+        if np.ndim(cropping) == 0:
+            cropping = ((cropping, cropping), (cropping, cropping))
+        elif np.ndim(cropping) == 1:
+            cropping = ((cropping[0], cropping[0]), (cropping[1], cropping[1]))
+        self.cropping = tuple(tuple(int(v) for v in c) for c in cropping)
+
+    def forward(self, x):
+        (t, b), (l, r) = self.cropping
+        h, w = x.shape[1:3]
+        return ops.getitem(x, (slice(None), slice(t, h - b), slice(l, w - r), slice(None)))
+
+
+class TimeEncoding(Module):
+    """The fixed sinusoidal encoding of the time step (not trained).
+
+    table[t, 2i] = sin(t / 10000^(2i/d)),  table[t, 2i+1] = cos(t / 10000^(2i/d)),  t = 0..T.
+    Called on an int array of time steps (N,), it returns the rows (N, d).
+    """
+
+    def __init__(self, T, embed_size=64, name=None, dtype=np.float32):
+        super().__init__(name)
+        if embed_size % 2:
+            raise ValueError(f"TimeEncoding: embed_size must be even, got {embed_size}")
+        self.T, self.embed_size = int(T), int(embed_size)
+        t = np.arange(self.T + 1)[:, None]
+        rate = 10000.0 ** (np.arange(0, embed_size, 2) / embed_size)
+        table = np.empty((self.T + 1, embed_size))
+        table[:, 0::2], table[:, 1::2] = np.sin(t / rate), np.cos(t / rate)
+        self.table = table.astype(dtype)
+        self.built = True
+
+    def __call__(self, time):
+        time = np.asarray(time.data if isinstance(time, Tensor) else time)
+        if time.dtype.kind not in "iu":
+            raise TypeError(f"{self._label()}: expected integer time steps of shape (N,), "
+                            f"received dtype {time.dtype}")
+        if time.ndim != 1:
+            raise ValueError(f"{self._label()}: expected time steps of shape (N,), "
+                             f"received {time.shape}")
+        if time.size and (time.min() < 0 or time.max() > self.T):
+            raise ValueError(f"{self._label()}: time steps must lie in 0..{self.T}, received "
+                             f"{time.min()}..{time.max()}")
+        return Tensor(self.table[time])
+
+
+class Sequential(Module):
+    """Layers applied one after the other."""
+
+    def __init__(self, layers, name=None):
+        super().__init__(name)
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            setattr(self, f"layer{i}", layer)
+        self.built = True
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x

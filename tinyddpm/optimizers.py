@@ -1,0 +1,161 @@
+"""Optimizers with the semantics of their Keras namesakes.
+
+Each ``step(params)`` reads ``p.grad`` and updates ``p.data`` in place. ``state_dict()`` holds the
+step count and the per-parameter moments, so training resumes exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Optimizer:
+    slot_names = ()
+
+    def __init__(self, learning_rate=1e-3):
+        self.learning_rate = float(learning_rate)
+        self.iterations = 0
+        self.slots = None  # {slot name: [array per parameter]}
+
+    def _build(self, params):
+        self.slots = {name: [np.zeros_like(p.data) for p in params] for name in self.slot_names}
+
+    def step(self, params):
+        """Apply one update to every parameter that has a gradient."""
+        params = list(params)
+        if self.slots is None:
+            self._build(params)
+        elif self.slot_names and len(self.slots[self.slot_names[0]]) != len(params):
+            raise ValueError(f"{type(self).__name__}: built for a different list of parameters")
+        self.iterations += 1
+        self._begin_step()
+        for i, p in enumerate(params):
+            if p.grad is None:
+                continue
+            slots = {name: arrays[i] for name, arrays in self.slots.items()}
+            self._update(p.data, p.grad.astype(p.data.dtype, copy=False), **slots)
+
+    def zero_grad(self, params):
+        for p in params:
+            p.grad = None
+
+    def _begin_step(self):
+        """Per-step scalars shared by all parameters."""
+
+    def _update(self, var, grad, **slots):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def state_dict(self):
+        state = {"iterations": np.array(self.iterations), "learning_rate": np.array(self.learning_rate)}
+        for name, arrays in (self.slots or {}).items():
+            for i, a in enumerate(arrays):
+                state[f"{name}/{i}"] = a.copy()
+        return state
+
+    def load_state_dict(self, state, params=None):
+        self.iterations = int(state["iterations"])
+        self.learning_rate = float(state["learning_rate"])
+        if not self.slot_names:
+            return
+        count = sum(1 for k in state if k.startswith(self.slot_names[0] + "/"))
+        if count == 0:
+            self.slots = None
+            return
+        self.slots = {name: [np.array(state[f"{name}/{i}"]) for i in range(count)]
+                      for name in self.slot_names}
+        if params is not None:
+            for i, p in enumerate(params):
+                for name in self.slot_names:
+                    if i >= count or self.slots[name][i].shape != p.data.shape:
+                        raise ValueError(f"{type(self).__name__} state does not fit the model: "
+                                         f"slot {name}/{i} vs parameter of shape {p.data.shape}")
+
+
+class SGD(Optimizer):
+    """v <- momentum v - lr g;  var <- var + v  (Nesterov: var <- var + momentum v - lr g)."""
+    slot_names = ("velocity",)
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
+        super().__init__(learning_rate)
+        self.momentum, self.nesterov = float(momentum), nesterov
+
+    def _update(self, var, grad, velocity):
+        lr = self.learning_rate
+        if self.momentum == 0:
+            var -= lr * grad
+            return
+        velocity *= self.momentum
+        velocity -= lr * grad
+        var += self.momentum * velocity - lr * grad if self.nesterov else velocity
+
+
+class Adam(Optimizer):
+    """Keras Adam:  m <- m + (g - m)(1 - b1);  v <- v + (g^2 - v)(1 - b2);
+    var <- var - lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + epsilon)."""
+    slot_names = ("m", "v")
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        super().__init__(learning_rate)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+
+    def _begin_step(self):
+        t = self.iterations
+        self._alpha = self.learning_rate * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+
+    def _update(self, var, grad, m, v):
+        m += (grad - m) * (1 - self.beta_1)
+        v += (grad * grad - v) * (1 - self.beta_2)
+        var -= self._alpha * m / (np.sqrt(v) + self.epsilon)
+
+
+class Nadam(Optimizer):
+    """Keras Nadam: Adam with Nesterov momentum and a momentum schedule.
+
+    mu_t = beta_1 (1 - 0.5 * 0.96^t)           (current Keras; ``legacy_schedule=True``:
+                                                0.96^(0.004 t), old Keras and torch's default)
+    prod_t = mu_1 ... mu_t
+    m <- m + (g - m)(1 - beta_1);  v <- v + (g^2 - v)(1 - beta_2)
+    m_hat = mu_{t+1} m / (1 - prod_t mu_{t+1}) + (1 - mu_t) g / (1 - prod_t)
+    v_hat = v / (1 - beta_2^t)
+    var <- var - lr m_hat / (sqrt(v_hat) + epsilon)
+    """
+    slot_names = ("m", "v")
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 legacy_schedule=False):
+        super().__init__(learning_rate)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.legacy_schedule = legacy_schedule
+
+    def _mu(self, t):
+        decay_power = 0.004 * t if self.legacy_schedule else t
+        return self.beta_1 * (1.0 - 0.5 * 0.96 ** decay_power)
+
+    def _u_product(self, t):
+        return float(np.prod([self._mu(i) for i in range(1, t + 1)])) if t else 1.0
+
+    def _begin_step(self):
+        t = self.iterations
+        if getattr(self, "_product_step", None) != t - 1:  # fresh or resumed: recompute
+            self._product = self._u_product(t - 1)
+        self._product *= self._mu(t)
+        self._product_step = t
+        mu_t, mu_next = self._mu(t), self._mu(t + 1)
+        self._c_m = mu_next / (1 - self._product * mu_next)
+        self._c_g = (1 - mu_t) / (1 - self._product)
+        self._v_correction = 1 - self.beta_2 ** t
+
+    def _update(self, var, grad, m, v):
+        m += (grad - m) * (1 - self.beta_1)
+        v += (grad * grad - v) * (1 - self.beta_2)
+        m_hat = self._c_m * m + self._c_g * grad
+        var -= self.learning_rate * m_hat / (np.sqrt(v / self._v_correction) + self.epsilon)
+
+
+def get(optimizer):
+    """An optimizer from an instance or a Keras name ('nadam', 'adam', 'sgd')."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    names = {"nadam": Nadam, "adam": Adam, "sgd": SGD}
+    if optimizer not in names:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(names)}")
+    return names[optimizer]()
