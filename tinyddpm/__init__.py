@@ -1,2 +1,13 @@
-"""tinyddpm: denoising diffusion probabilistic models from first principles."""
+"""tinyddpm: denoising diffusion probabilistic models from first principles.
+
+The engine: ``Tensor`` (autograd), ``ops`` and ``functional`` (differentiable ops), ``kernels``
+(numba), ``nn`` (layers), ``losses``, ``optimizers``, ``testing.gradcheck``.
+"""
 __version__ = "0.1.0"
+
+from . import functional, kernels, losses, nn, ops, optimizers  # noqa: E402
+from .losses import Huber, MeanAbsoluteError, MeanSquaredError  # noqa: E402
+from .nn import set_seed  # noqa: E402
+from .optimizers import SGD, Adam, Nadam  # noqa: E402
+from .tensor import Tensor, no_grad, tensor  # noqa: E402
+from .testing import gradcheck  # noqa: E402

@@ -1,8 +1,8 @@
 """Differentiable operations: each one's forward and backward side by side.
 
 Element-wise ops follow NumPy broadcasting; their backward sums the gradient over the axes that
-broadcasting stretched (:func:`unbroadcast`). The convolution family is in ``layers_ops.py`` and
-calls the numba kernels of ``tinyddpm.kernels``.
+broadcasting stretched (:func:`unbroadcast`). The image ops (convolutions, pooling, normalisation)
+are in ``functional.py`` and call the numba kernels of ``tinyddpm.kernels``.
 """
 from __future__ import annotations
 
@@ -306,7 +306,7 @@ class Mean(Function):
     def forward(ctx, x, axis=None, keepdims=False):
         ctx.args = x.shape, axis, keepdims
         y = np.mean(x, axis=axis, keepdims=keepdims)
-        ctx.n = x.size // max(np.size(y), 1)
+        ctx.n = x.size // np.size(y)
         return y
 
     @staticmethod

@@ -1,0 +1,184 @@
+"""Every numba kernel against its plain NumPy reference (float32), and every image op's
+gradients against finite differences (float64)."""
+import numpy as np
+import pytest
+
+from tinyddpm import functional as F
+from tinyddpm import kernels as K
+from tinyddpm.kernels import reference as R
+from tinyddpm.testing import gradcheck
+
+rng = np.random.default_rng(42)
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+def randn(*shape, dtype=np.float32):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("size,k,stride,padding,expected", [
+    (28, 3, 1, "same", (28, (1, 1))), (32, 3, 2, "same", (16, (0, 1))),
+    (33, 3, 2, "same", (17, (1, 1))), (34, 3, 1, "valid", (32, (0, 0))),
+    (32, 1, 2, "same", (16, (0, 0))), (8, 3, 2, "valid", (3, (0, 0))),
+    (5, 4, 1, "same", (5, (1, 2))),
+])
+def test_keras_padding_rule(size, k, stride, padding, expected):
+    assert K.conv_output_and_padding(size, k, stride, padding) == expected
+
+
+def test_padding_errors():
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        K.conv_output_and_padding(2, 3, 1, "valid")
+    with pytest.raises(ValueError, match="padding"):
+        K.conv_output_and_padding(8, 3, 1, "full")
+
+
+CONV_CASES = [  # (N, H, W, Cin, Cout, k, stride, padding)
+    (2, 34, 34, 1, 16, 3, 1, "valid"),
+    (3, 8, 8, 5, 7, 3, 1, "same"),
+    (1, 9, 7, 4, 3, 3, 2, "same"),
+    (2, 8, 8, 6, 4, 3, 2, "valid"),
+    (2, 8, 8, 6, 8, 1, 1, "same"),
+    (2, 8, 8, 6, 8, 1, 2, "same"),
+    (2, 7, 7, 3, 2, 1, 2, "valid"),
+]
+
+
+@pytest.mark.parametrize("n,h,w,cin,cout,k,stride,padding", CONV_CASES)
+def test_conv2d_kernel_matches_reference(n, h, w, cin, cout, k, stride, padding):
+    x, kern, bias = randn(n, h, w, cin), randn(k, k, cin, cout), randn(cout)
+    out_hw, pads = K.conv2d_geometry(x.shape, kern.shape, stride, padding)
+    y, cols = K.conv2d_forward(x, kern, bias, stride, pads, out_hw)
+    np.testing.assert_allclose(y, R.conv2d(x, kern, bias, stride, pads, out_hw), **TOL)
+    # backward: <conv(x), dy> is linear in x and in the kernel, so the adjoint must satisfy
+    # <dy, conv(x)> = <dx, x> + <dk, kernel> + <db, bias> (up to float32 rounding)
+    dy = randn(*y.shape)
+    dx, dk, db = K.conv2d_backward(dy, x.shape, kern, cols, stride, pads)
+    y0 = R.conv2d(x.astype(np.float64), kern.astype(np.float64), None, stride, pads, out_hw)
+    lhs = np.sum(dy * y0)
+    np.testing.assert_allclose(np.sum(dx * x), lhs, rtol=1e-4)
+    np.testing.assert_allclose(np.sum(dk * kern), lhs, rtol=1e-4)
+    np.testing.assert_allclose(db, dy.sum(axis=(0, 1, 2)), **TOL)
+
+
+@pytest.mark.parametrize("n,h,w,cin,cout,k,stride,padding", CONV_CASES[:4])
+def test_im2col_col2im_are_adjoint(n, h, w, cin, cout, k, stride, padding):
+    x = randn(n, h, w, cin, dtype=np.float64)
+    out_hw, pads = K.conv2d_geometry(x.shape, (k, k), stride, padding)
+    cols = K.im2col(x, k, k, stride, pads, out_hw)
+    c = rng.standard_normal(cols.shape)
+    back = K.col2im(c, x.shape, k, k, stride, pads, out_hw)
+    np.testing.assert_allclose(np.sum(cols * c), np.sum(x * back), rtol=1e-10)
+
+
+@pytest.mark.parametrize("n,h,cin,cout", [(2, 4, 6, 3), (1, 8, 4, 5), (3, 5, 2, 2)])
+def test_conv2d_transpose_matches_scatter_reference(n, h, cin, cout):
+    x, kern, bias = randn(n, h, h, cin), randn(3, 3, cout, cin), randn(cout)
+    y = F.conv2d_transpose(x, kern, bias, padding="same").data
+    ref = R.conv2d_transpose(x, kern, (1, 1, 1, 1), (h, h)) + bias
+    np.testing.assert_allclose(y, ref, **TOL)
+    y = F.conv2d_transpose(x, kern, None, padding="valid").data
+    np.testing.assert_allclose(y, R.conv2d_transpose(x, kern, (0, 0, 0, 0), (h + 2, h + 2)), **TOL)
+
+
+@pytest.mark.parametrize("n,h,w,c,padding", [(2, 8, 8, 5, "same"), (1, 6, 9, 3, "valid"),
+                                             (3, 4, 4, 16, "same")])
+def test_depthwise_kernels_match_reference(n, h, w, c, padding):
+    x, k = randn(n, h, w, c), randn(3, 3, c)
+    out_hw, pads = K.conv2d_geometry(x.shape, k.shape, 1, padding)
+    y = K.depthwise_forward(x, k, pads[0], pads[2], *out_hw)
+    np.testing.assert_allclose(y, R.depthwise(x, k, pads, out_hw), **TOL)
+    dy = randn(*y.shape)
+    dx = K.depthwise_backward_input(dy, k, pads[0], pads[2], h, w)
+    dk = K.depthwise_backward_kernel(x, dy, 3, 3, pads[0], pads[2])
+    lhs = np.sum(dy.astype(np.float64) * R.depthwise(x.astype(np.float64), k.astype(np.float64),
+                                                       pads, out_hw))
+    np.testing.assert_allclose(np.sum(dx * x, dtype=np.float64), lhs, rtol=1e-4)
+    np.testing.assert_allclose(np.sum(dk * k, dtype=np.float64), lhs, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n,h,w,c,k,stride,padding", [
+    (2, 32, 32, 3, 3, 2, "same"), (1, 7, 7, 2, 3, 2, "same"), (2, 8, 8, 4, 2, 2, "valid"),
+    (1, 9, 9, 2, 3, 1, "same")])
+def test_maxpool_kernels_match_reference(n, h, w, c, k, stride, padding):
+    x = randn(n, h, w, c)
+    out_hw, pads = K.conv2d_geometry(x.shape, (k, k), stride, padding)
+    y, arg = K.maxpool_forward(x, k, stride, pads[0], pads[2], *out_hw)
+    np.testing.assert_array_equal(y, R.maxpool(x, k, stride, pads, out_hw))
+    # backward: each output's gradient lands on the input pixel holding its maximum
+    dy = randn(*y.shape)
+    dx = K.maxpool_backward(dy, arg, h, w)
+    flat = x.reshape(n, h * w, c)
+    np.testing.assert_array_equal(np.take_along_axis(flat, arg.reshape(n, -1, c), axis=1),
+                                  y.reshape(n, -1, c))
+    np.testing.assert_allclose(dx.sum(), dy.sum(), rtol=1e-4)
+
+
+def test_upsample_kernels_match_reference():
+    x = randn(2, 3, 4, 5)
+    y = K.upsample_forward(x, 2)
+    np.testing.assert_array_equal(y, R.upsample(x, 2))
+    dy = randn(*y.shape)
+    np.testing.assert_allclose(K.upsample_backward(dy, 2),
+                               dy.reshape(2, 3, 2, 4, 2, 5).sum(axis=(2, 4)), **TOL)
+
+
+@pytest.mark.parametrize("shape", [(32, 8, 8, 16), (1, 4, 4, 3), (5, 1, 1, 7)])
+def test_batchnorm_kernels_match_reference(shape):
+    x = randn(*shape) * 3 + 2
+    gamma, beta = randn(shape[-1]), randn(shape[-1])
+    y, mean, var = K.batchnorm_forward_train(x, gamma, beta, 1e-3)
+    ry, rmean, rvar = R.batchnorm_train(x, gamma, beta, 1e-3)
+    np.testing.assert_allclose(y, ry, **TOL)
+    np.testing.assert_allclose(mean, rmean, **TOL)
+    np.testing.assert_allclose(var, rvar, rtol=1e-4, atol=1e-3)
+    mm, mv = randn(shape[-1]), np.abs(randn(shape[-1])) + 0.1
+    np.testing.assert_allclose(K.batchnorm_forward_infer(x, gamma, beta, mm, mv, 1e-3),
+                               R.batchnorm_infer(x, gamma, beta, mm, mv, 1e-3), **TOL)
+
+
+@pytest.mark.parametrize("shape,groups", [((4, 8, 8, 16), 4), ((1, 3, 5, 6), 3), ((2, 4, 4, 8), 8)])
+def test_groupnorm_kernel_matches_reference(shape, groups):
+    x = randn(*shape) * 2 - 1
+    gamma, beta = randn(shape[-1]), randn(shape[-1])
+    y, _, _ = K.groupnorm_forward(x, gamma, beta, groups, 1e-3)
+    np.testing.assert_allclose(y, R.groupnorm(x, gamma, beta, groups, 1e-3), **TOL)
+
+
+# ---- gradients of the graph ops that call the kernels, float64, finite differences ---------------
+d = np.float64
+
+
+@pytest.mark.parametrize("n,h,w,cin,cout,k,stride,padding", CONV_CASES[1:])
+def test_conv2d_gradients(n, h, w, cin, cout, k, stride, padding):
+    x = randn(min(n, 2), min(h, 6), min(w, 6), cin, dtype=d)
+    assert gradcheck(lambda x, kern, b: F.conv2d(x, kern, b, stride, padding),
+                     x, randn(k, k, cin, cout, dtype=d), randn(cout, dtype=d))
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_conv2d_transpose_gradients(padding):
+    assert gradcheck(lambda x, kern, b: F.conv2d_transpose(x, kern, b, padding),
+                     randn(2, 4, 4, 3, dtype=d), randn(3, 3, 2, 3, dtype=d), randn(2, dtype=d))
+
+
+def test_depthwise_gradients():
+    assert gradcheck(lambda x, kern: F.depthwise_conv2d(x, kern, "same"),
+                     randn(2, 5, 4, 3, dtype=d), randn(3, 3, 3, 1, dtype=d))
+
+
+def test_pool_and_upsample_gradients():
+    assert gradcheck(lambda x: F.max_pool2d(x, 3, 2, "same"), randn(2, 6, 6, 2, dtype=d))
+    assert gradcheck(lambda x: F.max_pool2d(x, 3, 2, "same"), randn(1, 5, 5, 2, dtype=d))
+    assert gradcheck(lambda x: F.upsample2d(x, 2), randn(1, 3, 2, 2, dtype=d))
+
+
+def test_norm_gradients():
+    g, b = rng.random(4) + 0.5, randn(4, dtype=d)
+    assert gradcheck(lambda x, g, b: F.batch_norm_train(x, g, b), randn(3, 3, 3, 4, dtype=d), g, b)
+    assert gradcheck(lambda x, g, b: F.batch_norm_train(x, g, b), randn(1, 2, 2, 4, dtype=d), g, b)
+    mm, mv = randn(4, dtype=d), rng.random(4) + 0.5
+    assert gradcheck(lambda x, g, b: F.batch_norm_infer(x, g, b, mm, mv),
+                     randn(2, 3, 3, 4, dtype=d), g, b)
+    assert gradcheck(lambda x, g, b: F.group_norm(x, g, b, groups=2),
+                     randn(2, 3, 3, 4, dtype=d), g, b)
