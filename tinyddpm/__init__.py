@@ -5,6 +5,10 @@ The engine: ``Tensor`` (autograd), ``ops`` and ``functional`` (differentiable op
 """
 __version__ = "0.1.0"
 
+from ._malloc import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # reuse freed activation buffers instead of page-faulting on new ones
+
 from . import functional, kernels, losses, nn, ops, optimizers  # noqa: E402
 from .losses import Huber, MeanAbsoluteError, MeanSquaredError  # noqa: E402
 from .nn import set_seed  # noqa: E402

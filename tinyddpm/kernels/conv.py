@@ -5,7 +5,7 @@ one matrix product with the kernel reshaped to (k*k*C_in, C_out). Kernels use Ke
 (kh, kw, C_in, C_out) and Keras' padding rule (:func:`conv_output_and_padding`).
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 def conv_output_and_padding(size, k, stride, padding):
@@ -27,31 +27,34 @@ def conv_output_and_padding(size, k, stride, padding):
     raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _im2col(x, kh, kw, stride, pt, pl, ho, wo):
     n_img, h, w, c = x.shape
-    cols = np.empty((n_img, ho, wo, kh, kw, c), dtype=x.dtype)
-    for row in prange(n_img * ho):
+    cols = np.empty((n_img * ho * wo, kh * kw * c), dtype=x.dtype)
+    for row in range(n_img * ho):
         n, oh = row // ho, row % ho
         for ow in range(wo):
+            r = row * wo + ow
             for i in range(kh):
                 ih = oh * stride - pt + i
+                inside_h = 0 <= ih < h
                 for j in range(kw):
                     iw = ow * stride - pl + j
-                    if 0 <= ih < h and 0 <= iw < w:
+                    dst = (i * kw + j) * c
+                    if inside_h and 0 <= iw < w:
                         for ch in range(c):
-                            cols[n, oh, ow, i, j, ch] = x[n, ih, iw, ch]
+                            cols[r, dst + ch] = x[n, ih, iw, ch]
                     else:
                         for ch in range(c):
-                            cols[n, oh, ow, i, j, ch] = 0
+                            cols[r, dst + ch] = 0
     return cols
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _col2im(cols, h, w, stride, pt, pl):
     n_img, ho, wo, kh, kw, c = cols.shape
     x = np.zeros((n_img, h, w, c), dtype=cols.dtype)
-    for n in prange(n_img):
+    for n in range(n_img):
         for oh in range(ho):
             for ow in range(wo):
                 for i in range(kh):
@@ -68,9 +71,7 @@ def _col2im(cols, h, w, stride, pt, pl):
 
 def im2col(x, kh, kw, stride, pads, out_hw):
     """(N,H,W,C) -> (N*Ho*Wo, kh*kw*C): row r holds the receptive field of output pixel r."""
-    n = x.shape[0]
-    cols = _im2col(np.ascontiguousarray(x), kh, kw, stride, pads[0], pads[2], *out_hw)
-    return cols.reshape(n * out_hw[0] * out_hw[1], -1)
+    return _im2col(np.ascontiguousarray(x), kh, kw, stride, pads[0], pads[2], *out_hw)
 
 
 def col2im(cols, x_shape, kh, kw, stride, pads, out_hw):

@@ -6,16 +6,16 @@ Not a matrix product, so it is a direct loop; the innermost loop runs over the c
 axis so the compiler vectorises it.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def depthwise_forward(x, k, pt, pl, ho, wo):
     """x (N,H,W,C), k (kh,kw,C) -> y (N,Ho,Wo,C)."""
     n_img, h, w, c = x.shape
     kh, kw, _ = k.shape
     y = np.zeros((n_img, ho, wo, c), dtype=x.dtype)
-    for row in prange(n_img * ho):
+    for row in range(n_img * ho):
         n, oh = row // ho, row % ho
         for i in range(kh):
             ih = oh - pt + i
@@ -30,13 +30,13 @@ def depthwise_forward(x, k, pt, pl, ho, wo):
     return y
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def depthwise_backward_input(dy, k, pt, pl, h, w):
     """dx[n, ih, iw, c] = sum_{i, j} dy[n, ih + pt - i, iw + pl - j, c] * k[i, j, c]."""
     n_img, ho, wo, c = dy.shape
     kh, kw, _ = k.shape
     dx = np.zeros((n_img, h, w, c), dtype=dy.dtype)
-    for row in prange(n_img * h):
+    for row in range(n_img * h):
         n, ih = row // h, row % h
         for i in range(kh):
             oh = ih + pt - i
@@ -51,13 +51,13 @@ def depthwise_backward_input(dy, k, pt, pl, h, w):
     return dx
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def depthwise_backward_kernel(x, dy, kh, kw, pt, pl):
     """dk[i, j, c] = sum_{n, h, w} x[n, h + i - pt, w + j - pl, c] * dy[n, h, w, c]."""
     n_img, h, w, c = x.shape
     _, ho, wo, _ = dy.shape
-    partial = np.zeros((n_img, kh, kw, c), dtype=np.float64)  # one slice per image: no races
-    for n in prange(n_img):
+    acc = np.zeros((kh, kw, c))  # float64 accumulator
+    for n in range(n_img):
         for oh in range(ho):
             for i in range(kh):
                 ih = oh - pt + i
@@ -68,5 +68,5 @@ def depthwise_backward_kernel(x, dy, kh, kw, pt, pl):
                         iw = ow - pl + j
                         if 0 <= iw < w:
                             for ch in range(c):
-                                partial[n, i, j, ch] += x[n, ih, iw, ch] * dy[n, oh, ow, ch]
-    return partial.sum(axis=0).astype(x.dtype)
+                                acc[i, j, ch] += x[n, ih, iw, ch] * dy[n, oh, ow, ch]
+    return acc.astype(x.dtype)

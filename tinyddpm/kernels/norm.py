@@ -10,38 +10,29 @@ Group norm is the same with statistics per image and per group of channels (over
 C/G channels of the group).
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-_CHUNKS = 64  # row blocks reduced in parallel, then combined
-
-
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _channel_moments(x2):
     """Per-column sum and sum of squares of x2 (M, C), in float64."""
     m, c = x2.shape
-    chunks = min(_CHUNKS, m)
-    partial = np.zeros((chunks, 2, c))
-    for b in prange(chunks):
-        acc = np.zeros((2, c))
-        for r in range(b * m // chunks, (b + 1) * m // chunks):
-            for ch in range(c):
-                v = np.float64(x2[r, ch])
-                acc[0, ch] += v
-                acc[1, ch] += v * v
-        partial[b] = acc
-    return partial.sum(axis=0)
+    acc = np.zeros((2, c))
+    for r in range(m):
+        for ch in range(c):
+            v = np.float64(x2[r, ch])
+            acc[0, ch] += v
+            acc[1, ch] += v * v
+    return acc
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _scale_shift(x2, scale, shift):
     """y = x * scale + shift, per column of x2 (M, C)."""
     m, c = x2.shape
     y = np.empty_like(x2)
-    chunks = min(_CHUNKS, m)
-    for b in prange(chunks):
-        for r in range(b * m // chunks, (b + 1) * m // chunks):
-            for ch in range(c):
-                y[r, ch] = x2[r, ch] * scale[ch] + shift[ch]
+    for r in range(m):
+        for ch in range(c):
+            y[r, ch] = x2[r, ch] * scale[ch] + shift[ch]
     return y
 
 
@@ -68,34 +59,28 @@ def batchnorm_forward_infer(x, gamma, beta, moving_mean, moving_var, eps):
     return _scale_shift(x.reshape(-1, c), scale.astype(x.dtype), shift.astype(x.dtype)).reshape(x.shape)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _bn_backward_sums(x2, dy2, mean, inv_std):
     """Per channel: sum dy and sum dy * xhat (float64)."""
     m, c = x2.shape
-    chunks = min(_CHUNKS, m)
-    partial = np.zeros((chunks, 2, c))
-    for b in prange(chunks):
-        acc = np.zeros((2, c))
-        for r in range(b * m // chunks, (b + 1) * m // chunks):
-            for ch in range(c):
-                g = np.float64(dy2[r, ch])
-                acc[0, ch] += g
-                acc[1, ch] += g * (x2[r, ch] - mean[ch]) * inv_std[ch]
-        partial[b] = acc
-    return partial.sum(axis=0)
+    acc = np.zeros((2, c))
+    for r in range(m):
+        for ch in range(c):
+            g = np.float64(dy2[r, ch])
+            acc[0, ch] += g
+            acc[1, ch] += g * (x2[r, ch] - mean[ch]) * inv_std[ch]
+    return acc
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _bn_backward_dx(x2, dy2, mean, inv_std, a, b_coef, c_coef):
     """dx = a * dy - b - c * xhat  per channel (coefficients precomputed)."""
     m, c = x2.shape
     dx = np.empty_like(dy2)
-    chunks = min(_CHUNKS, m)
-    for blk in prange(chunks):
-        for r in range(blk * m // chunks, (blk + 1) * m // chunks):
-            for ch in range(c):
-                xhat = (x2[r, ch] - mean[ch]) * inv_std[ch]
-                dx[r, ch] = a[ch] * dy2[r, ch] - b_coef[ch] - c_coef[ch] * xhat
+    for r in range(m):
+        for ch in range(c):
+            xhat = (x2[r, ch] - mean[ch]) * inv_std[ch]
+            dx[r, ch] = a[ch] * dy2[r, ch] - b_coef[ch] - c_coef[ch] * xhat
     return dx
 
 
@@ -114,7 +99,7 @@ def batchnorm_backward(dy, x, gamma, mean, var, eps):
     return dx.reshape(x.shape), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def groupnorm_forward(x, gamma, beta, groups, eps):
     """x (N, H, W, C) -> (y, mean (N, G), inv_std (N, G)), statistics per image and group."""
     n_img, h, w, c = x.shape
@@ -123,7 +108,7 @@ def groupnorm_forward(x, gamma, beta, groups, eps):
     y = np.empty_like(x3)
     mean = np.empty((n_img, groups))
     inv_std = np.empty((n_img, groups))
-    for n in prange(n_img):
+    for n in range(n_img):
         acc = np.zeros((2, c))
         for p in range(h * w):
             for ch in range(c):
@@ -143,7 +128,7 @@ def groupnorm_forward(x, gamma, beta, groups, eps):
     return y.reshape(n_img, h, w, c), mean, inv_std
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def groupnorm_backward(dy, x, gamma, mean, inv_std):
     """(dx, dgamma, dbeta) of :func:`groupnorm_forward`.
 
@@ -156,17 +141,17 @@ def groupnorm_backward(dy, x, gamma, mean, inv_std):
     x3 = x.reshape(n_img, h * w, c)
     dy3 = dy.reshape(n_img, h * w, c)
     dx = np.empty_like(x3)
-    part = np.zeros((n_img, 2, c))  # per image: sum dy * xhat, sum dy (for dgamma, dbeta)
+    part = np.zeros((2, c))  # sum dy * xhat, sum dy (for dgamma, dbeta)
     count = h * w * cg
-    for n in prange(n_img):
+    for n in range(n_img):
         acc = np.zeros((2, c))  # sum g, sum g * xhat, per channel
         for p in range(h * w):
             for ch in range(c):
                 gr = ch // cg
                 xhat = (x3[n, p, ch] - mean[n, gr]) * inv_std[n, gr]
                 d = np.float64(dy3[n, p, ch])
-                part[n, 0, ch] += d * xhat
-                part[n, 1, ch] += d
+                part[0, ch] += d * xhat
+                part[1, ch] += d
                 acc[0, ch] += d * gamma[ch]
                 acc[1, ch] += d * gamma[ch] * xhat
         for gr in range(groups):
@@ -176,5 +161,4 @@ def groupnorm_backward(dy, x, gamma, mean, inv_std):
                 for ch in range(gr * cg, (gr + 1) * cg):
                     xhat = (x3[n, p, ch] - mean[n, gr]) * inv_std[n, gr]
                     dx[n, p, ch] = inv_std[n, gr] * (dy3[n, p, ch] * gamma[ch] - mg - xhat * mgx)
-    sums = part.sum(axis=0)
-    return dx.reshape(n_img, h, w, c), sums[0].astype(x.dtype), sums[1].astype(x.dtype)
+    return dx.reshape(n_img, h, w, c), part[0].astype(x.dtype), part[1].astype(x.dtype)
