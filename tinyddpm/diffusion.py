@@ -22,7 +22,8 @@ import numpy as np
 from .schedule import _check_T, linear_schedule, variance_schedule
 
 __all__ = ["T", "get_schedule", "forward_step", "q_sample", "prepare_batch",
-           "prepare_dataset", "BatchDataset", "shuffle_buffer_order"]
+           "prepare_dataset", "BatchDataset", "shuffle_buffer_order", "ddpm_step", "generate",
+           "ddim_timesteps", "ddim_step", "generate_ddim"]
 
 #: The book's number of diffusion steps.
 T = 4000
@@ -454,5 +455,110 @@ def prepare_dataset(X, batch_size=32, shuffle=False, seed=None, **options):
 
 
 # --------------------------------------------------------------------------- generation
-# generate (DDPM) and generate_ddim live here too; they need the model, so they come with
-# the engine.
+
+def _predict_noise(model, X, t):
+    """eps_theta(x_t, t) for a whole batch at one time step t, in inference mode."""
+    from .tensor import no_grad
+
+    with no_grad():
+        out = model({"X_noisy": X, "time": np.full(len(X), t, dtype=np.int64)})
+    return out.data if hasattr(out, "data") else np.asarray(out)
+
+
+def _to_unit_range(X):
+    """[-1, 1] -> [0, 1], clipped (the inverse of prepare_batch's scaling)."""
+    return np.clip((X + 1) / 2, 0, 1).astype(np.float32)
+
+
+def _model_T(model, T_):
+    T_ = T_ if T_ is not None else getattr(model, "config", {}).get("T", T)
+    return _check_T(T_)
+
+
+def ddpm_step(X, eps, t, alpha, alpha_cumprod, beta, z):
+    """One reverse step of the slides (Ho et al., 2020, Algorithm 2):
+
+        x_{t-1} = 1 / sqrt(alpha_t) * (x_t - beta_t / sqrt(1 - abar_t) * eps_theta(x_t, t))
+                  + sqrt(beta_t) * z,        z ~ N(0, I)  (z = 0 at the last step)
+    """
+    return (1 / alpha[t] ** 0.5 * (X - beta[t] / (1 - alpha_cumprod[t]) ** 0.5 * eps)
+            + (1 - alpha[t]) ** 0.5 * z).astype(np.float32)
+
+
+def generate(model, batch_size=32, seed=None, T=None, progress=True, callback=None):
+    """The slide's ``generate``: start from pure noise and apply every reverse step.
+
+        X = N(0, I);  for t = T-1 .. 1:  X = ddpm_step(X, model(X, t), t, z)
+
+    exactly as on the slide (the loop starts at t = T - 1, and z = 0 when t = 1). ``callback(t,
+    X)`` is called after each step (e.g. to record frames). Returns images in [0, 1],
+    (batch_size, 28, 28, 1) float32. Deterministic for a given ``seed``.
+    """
+    T_ = _model_T(model, T)
+    alpha, alpha_cumprod, beta = get_schedule(T_)
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((batch_size, 28, 28, 1), dtype=np.float32)
+    steps = range(T_ - 1, 0, -1)
+    if progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc="DDPM sampling", unit="step")
+    for t in steps:
+        z = rng.standard_normal(X.shape, dtype=np.float32) if t > 1 else np.zeros_like(X)
+        X = ddpm_step(X, _predict_noise(model, X, t), t, alpha, alpha_cumprod, beta, z)
+        if callback is not None:
+            callback(t, X)
+    return _to_unit_range(X)
+
+
+def ddim_timesteps(T_, steps):
+    """Evenly spaced t_k = 1 + k * T / steps, k = 0..steps-1 (never t = T, where abar ~ 0)."""
+    if not 1 <= steps <= T_:
+        raise ValueError(f"steps must lie in 1..{T_}, got {steps}")
+    return (1 + np.arange(steps) * (T_ / steps)).astype(np.int64)
+
+
+def ddim_step(X, eps, abar_t, abar_prev, eta=0.0, clip=True, z=None):
+    """One DDIM step (Song et al., 2021) from t to an earlier t':
+
+        x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)         (clipped to [-1, 1], and
+        eps = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)          eps recomputed from it)
+        sigma = eta sqrt((1 - abar_t') / (1 - abar_t)) sqrt(1 - abar_t / abar_t')
+        x_t' = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps + sigma z
+    """
+    x0 = (X - (1 - abar_t) ** 0.5 * eps) / abar_t ** 0.5
+    if clip:
+        x0 = np.clip(x0, -1, 1)
+        eps = (X - abar_t ** 0.5 * x0) / (1 - abar_t) ** 0.5
+    sigma = eta * ((1 - abar_prev) / (1 - abar_t)) ** 0.5 * (1 - abar_t / abar_prev) ** 0.5
+    X = abar_prev ** 0.5 * x0 + max(1 - abar_prev - sigma ** 2, 0.0) ** 0.5 * eps
+    if sigma > 0 and z is not None:
+        X = X + sigma * z
+    return X.astype(np.float32)
+
+
+def generate_ddim(model, batch_size=32, steps=50, eta=0.0, clip=True, seed=None, T=None,
+                  progress=False, callback=None):
+    """Fast sampling with DDIM over ``steps`` evenly spaced time steps (see :func:`ddim_step`).
+
+    ``eta=0`` is deterministic given the starting noise; ``eta=1`` is DDPM-like. ``clip`` keeps
+    the predicted x_0 in [-1, 1] and recomputes the noise from it (without it, samples collapse).
+    Returns images in [0, 1], (batch_size, 28, 28, 1) float32; deterministic for a ``seed``.
+    """
+    T_ = _model_T(model, T)
+    _, alpha_cumprod, _ = get_schedule(T_)
+    ts = ddim_timesteps(T_, steps)
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((batch_size, 28, 28, 1), dtype=np.float32)
+    order = range(len(ts) - 1, -1, -1)
+    if progress:
+        from tqdm.auto import tqdm
+        order = tqdm(order, desc=f"DDIM sampling ({steps} steps)", unit="step")
+    for k in order:
+        t = int(ts[k])
+        abar_t = float(alpha_cumprod[t])
+        abar_prev = float(alpha_cumprod[ts[k - 1]]) if k > 0 else 1.0
+        z = rng.standard_normal(X.shape, dtype=np.float32) if eta > 0 else None
+        X = ddim_step(X, _predict_noise(model, X, t), abar_t, abar_prev, eta, clip, z)
+        if callback is not None:
+            callback(t, X)
+    return _to_unit_range(X)

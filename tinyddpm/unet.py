@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import nn, ops
+from .model import Model
 
 
 class DownBlock(nn.Module):
@@ -57,7 +58,7 @@ def _per_pixel(v):
     return ops.reshape(v, (v.shape[0], 1, 1, v.shape[1]))
 
 
-class DiffusionUNet(nn.Module):
+class DiffusionUNet(Model):
     """The book's U-Net; see ``../DESIGN.md`` "The reference model"."""
 
     def __init__(self, T=4000, embed_size=64, widths=(32, 64, 128)):
