@@ -63,6 +63,16 @@ def test_every_layer_output_shape():
     np.testing.assert_array_equal(out.data, model({"X_noisy": x, "time": np.array([1, 4000])}).data)
 
 
+def test_up_block_computes_the_books_skip_path():
+    """UpSample(Conv1x1(skip)) (what the code does) equals the book's Conv1x1(UpSample(skip))."""
+    model = td.build_diffusion_model(seed=0)
+    block = model.up[1]
+    skip = np.random.default_rng(1).standard_normal((2, 8, 8, 192)).astype(np.float32)
+    ours = block.skip_up(block.skip_conv(skip)).data
+    books = block.skip_conv(block.skip_up(skip)).data
+    np.testing.assert_allclose(ours, books, rtol=1e-5, atol=1e-5)
+
+
 def test_model_input_errors():
     model = td.build_diffusion_model(seed=0)
     x = np.zeros((2, 28, 28, 1), np.float32)

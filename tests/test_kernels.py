@@ -41,6 +41,9 @@ CONV_CASES = [  # (N, H, W, Cin, Cout, k, stride, padding)
     (2, 8, 8, 6, 8, 1, 1, "same"),
     (2, 8, 8, 6, 8, 1, 2, "same"),
     (2, 7, 7, 3, 2, 1, 2, "valid"),
+    (2, 8, 8, 6, 3, 3, 1, "same"),   # C_out < C_in: the output-side (multiply, then shift) form
+    (1, 9, 7, 5, 2, 3, 1, "valid"),
+    (2, 6, 6, 4, 1, 3, 1, "same"),
 ]
 
 
@@ -48,12 +51,12 @@ CONV_CASES = [  # (N, H, W, Cin, Cout, k, stride, padding)
 def test_conv2d_kernel_matches_reference(n, h, w, cin, cout, k, stride, padding):
     x, kern, bias = randn(n, h, w, cin), randn(k, k, cin, cout), randn(cout)
     out_hw, pads = K.conv2d_geometry(x.shape, kern.shape, stride, padding)
-    y, cols = K.conv2d_forward(x, kern, bias, stride, pads, out_hw)
+    y, saved = K.conv2d_forward(x, kern, bias, stride, pads, out_hw)
     np.testing.assert_allclose(y, R.conv2d(x, kern, bias, stride, pads, out_hw), **TOL)
     # backward: <conv(x), dy> is linear in x and in the kernel, so the adjoint must satisfy
     # <dy, conv(x)> = <dx, x> + <dk, kernel> + <db, bias> (up to float32 rounding)
     dy = randn(*y.shape)
-    dx, dk, db = K.conv2d_backward(dy, x.shape, kern, cols, stride, pads)
+    dx, dk, db = K.conv2d_backward(dy, x.shape, kern, saved, stride, pads)
     y0 = R.conv2d(x.astype(np.float64), kern.astype(np.float64), None, stride, pads, out_hw)
     lhs = np.sum(dy * y0)
     np.testing.assert_allclose(np.sum(dx * x), lhs, rtol=1e-4)
@@ -89,8 +92,7 @@ def test_depthwise_kernels_match_reference(n, h, w, c, padding):
     y = K.depthwise_forward(x, k, pads[0], pads[2], *out_hw)
     np.testing.assert_allclose(y, R.depthwise(x, k, pads, out_hw), **TOL)
     dy = randn(*y.shape)
-    dx = K.depthwise_backward_input(dy, k, pads[0], pads[2], h, w)
-    dk = K.depthwise_backward_kernel(x, dy, 3, 3, pads[0], pads[2])
+    dx, dk = K.depthwise_backward(x, dy, k, pads[0], pads[2])
     lhs = np.sum(dy.astype(np.float64) * R.depthwise(x.astype(np.float64), k.astype(np.float64),
                                                        pads, out_hw))
     np.testing.assert_allclose(np.sum(dx * x, dtype=np.float64), lhs, rtol=1e-4)

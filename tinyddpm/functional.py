@@ -16,14 +16,14 @@ class Conv2D(Function):
     @staticmethod
     def forward(ctx, x, kernel, bias, stride=1, padding="valid"):
         out_hw, pads = K.conv2d_geometry(x.shape, kernel.shape, stride, padding)
-        y, cols = K.conv2d_forward(x, kernel, bias, stride, pads, out_hw)
-        ctx.args = x.shape, kernel, cols, stride, pads
+        y, saved = K.conv2d_forward(x, kernel, bias, stride, pads, out_hw)
+        ctx.args = x.shape, kernel, saved, stride, pads
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x_shape, kernel, cols, stride, pads = ctx.args
-        dx, dk, db = K.conv2d_backward(g, x_shape, kernel, cols, stride, pads,
+        x_shape, kernel, saved, stride, pads = ctx.args
+        dx, dk, db = K.conv2d_backward(g, x_shape, kernel, saved, stride, pads,
                                        need_dx=ctx.needs_input_grad[0])
         return dx, dk, db
 
@@ -45,14 +45,14 @@ class Conv2DTranspose(Function):
             out_hw, pads = (x.shape[1] + kh - 1, x.shape[2] + kw - 1), (kh - 1, kh - 1, kw - 1, kw - 1)
         else:
             raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
-        y, cols = K.conv2d_forward(x, conv_kernel, bias, 1, pads, out_hw)
-        ctx.args = x.shape, conv_kernel, cols, pads
+        y, saved = K.conv2d_forward(x, conv_kernel, bias, 1, pads, out_hw)
+        ctx.args = x.shape, conv_kernel, saved, pads
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x_shape, conv_kernel, cols, pads = ctx.args
-        dx, dk, db = K.conv2d_backward(g, x_shape, conv_kernel, cols, 1, pads,
+        x_shape, conv_kernel, saved, pads = ctx.args
+        dx, dk, db = K.conv2d_backward(g, x_shape, conv_kernel, saved, 1, pads,
                                        need_dx=ctx.needs_input_grad[0])
         return dx, K.transpose_kernel_as_conv(dk), db  # the rotation is its own inverse
 
@@ -65,16 +65,13 @@ class DepthwiseConv2D(Function):
         out_hw, pads = K.conv2d_geometry(x.shape, k.shape, 1, padding)
         ctx.save_for_backward(x, k)
         ctx.pads = pads
-        return K.depthwise_forward(np.ascontiguousarray(x), k, pads[0], pads[2], *out_hw)
+        return K.depthwise_forward(x, k, pads[0], pads[2], *out_hw)
 
     @staticmethod
     def backward(ctx, g):
         x, k = ctx.saved
         pt, _, pl, _ = ctx.pads
-        g = np.ascontiguousarray(g)
-        dx = K.depthwise_backward_input(g, k, pt, pl, x.shape[1], x.shape[2]) \
-            if ctx.needs_input_grad[0] else None
-        dk = K.depthwise_backward_kernel(np.ascontiguousarray(x), g, k.shape[0], k.shape[1], pt, pl)
+        dx, dk = K.depthwise_backward(x, g, k, pt, pl)
         return dx, dk[:, :, :, None]
 
 

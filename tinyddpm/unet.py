@@ -33,7 +33,8 @@ class DownBlock(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """[ReLU, Conv2DTranspose 3x3, BatchNorm] x 2; UpSample x2; + Conv1x1(UpSample(skip));
+    """[ReLU, Conv2DTranspose 3x3, BatchNorm] x 2; UpSample x2; + Conv1x1(UpSample(skip))
+    (computed as UpSample(Conv1x1(skip)), identical);
     + Dense(time encoding); concatenate the cross-skip."""
 
     def __init__(self, width):
@@ -48,7 +49,10 @@ class UpBlock(nn.Module):
     def forward(self, z, skip, time_enc, cross_skip):
         z = self.bn1(self.tconv1(ops.relu(z)))
         z = self.bn2(self.tconv2(ops.relu(z)))
-        z = self.up(z) + self.skip_conv(self.skip_up(skip))
+        # The book applies Conv1x1 to UpSample(skip). A 1x1 convolution acts on each pixel alone
+        # and nearest up-sampling only copies pixels, so UpSample(Conv1x1(skip)) is the same
+        # result (same weights) for a quarter of the arithmetic.
+        z = self.up(z) + self.skip_up(self.skip_conv(skip))
         z = z + _per_pixel(self.time_dense(time_enc))
         return ops.concatenate([z, cross_skip], axis=-1)
 

@@ -89,53 +89,102 @@ def conv2d_geometry(x_shape, k_shape, stride, padding):
     return (ho, wo), (pt, pb, pl, pr)
 
 
-def conv2d_forward(x, kernel, bias, stride, pads, out_hw):
-    """y = im2col(x) @ kernel.reshape(-1, C_out) + bias, shaped (N, Ho, Wo, C_out).
+@njit(cache=True)
+def _shift_add(z, kh, kw, c_out, pt, pl, ho, wo):
+    """y[n, oh, ow, :] = sum_{i, j} z[n, oh + i - pt, ow + j - pl, (i, j, :)] (stride 1)."""
+    n_img, h, w, _ = z.shape
+    y = np.zeros((n_img, ho, wo, c_out), dtype=z.dtype)
+    for n in range(n_img):
+        for oh in range(ho):
+            for i in range(kh):
+                ih = oh - pt + i
+                if ih < 0 or ih >= h:
+                    continue
+                for ow in range(wo):
+                    for j in range(kw):
+                        iw = ow - pl + j
+                        if 0 <= iw < w:
+                            base = (i * kw + j) * c_out
+                            for o in range(c_out):
+                                y[n, oh, ow, o] += z[n, ih, iw, base + o]
+    return y
 
-    Returns ``(y, cols)``; ``cols`` is kept for the kernel gradient.
+
+def _output_side(kernel, stride):
+    """Whether to multiply first and shift after (fewer bytes when C_out < C_in, stride 1)."""
+    kh, kw, c_in, c_out = kernel.shape
+    return stride == 1 and kh * kw > 1 and c_out < c_in
+
+
+def conv2d_forward(x, kernel, bias, stride, pads, out_hw):
+    """A k x k convolution as matrix products, shaped (N, Ho, Wo, C_out).
+
+    Two exact formulations, chosen by which moves fewer bytes:
+    * input side (C_out >= C_in, or stride > 1): y = im2col(x) @ kernel.reshape(k*k*C_in, C_out);
+    * output side (C_out < C_in, stride 1): z = x @ kernel laid out as (C_in, k*k*C_out), then
+      y[h, w] = sum_{i, j} z[h + i - pad, w + j - pad, (i, j)]  (:func:`_shift_add`).
+    Returns ``(y, saved)``; ``saved`` is what :func:`conv2d_backward` needs (the im2col matrix,
+    or the input for the output-side form).
     """
     kh, kw, c_in, c_out = kernel.shape
+    n = x.shape[0]
     if kh == kw == 1 and not any(pads):  # a 1x1 convolution is a plain matrix product
         cols = np.ascontiguousarray(x[:, ::stride, ::stride, :]).reshape(-1, c_in)
+        y, saved = cols @ kernel.reshape(c_in, c_out), ("cols", cols)
+    elif _output_side(kernel, stride):
+        x = np.ascontiguousarray(x)
+        wide = kernel.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out)
+        z = (x.reshape(-1, c_in) @ wide).reshape(*x.shape[:3], kh * kw * c_out)
+        y, saved = _shift_add(z, kh, kw, c_out, pads[0], pads[2], *out_hw), ("input", x)
     else:
         cols = im2col(x, kh, kw, stride, pads, out_hw)
-    y = cols @ kernel.reshape(-1, c_out)
+        y, saved = cols @ kernel.reshape(-1, c_out), ("cols", cols)
     if bias is not None:
         y += bias
-    return y.reshape(x.shape[0], out_hw[0], out_hw[1], c_out), cols
+    return y.reshape(n, out_hw[0], out_hw[1], c_out), saved
 
 
-def conv2d_backward(dy, x_shape, kernel, cols, stride, pads, need_dx=True):
+def conv2d_backward(dy, x_shape, kernel, saved, stride, pads, need_dx=True):
     """Gradients of :func:`conv2d_forward`: (dx, dkernel, dbias).
 
-    dkernel = cols^T @ dy,  dbias = sum of dy over N, H, W.
-    dx, stride 1: a convolution of dy (padded by k-1-pad) with the kernel rotated by 180 degrees
-    and its channel axes swapped -- another GEMM, much smaller than col2im when C_out < C_in.
-    dx, stride > 1: col2im(dy @ kernel^T).
+    dbias = sum of dy over N, H, W.
+    1x1 or stride > 1: dkernel = cols^T @ dy;  dx = col2im(dy @ kernel^T).
+    k x k, stride 1: D = im2col of dy padded by k-1-pad (each input pixel's window of output
+    gradients), then dx = D @ (kernel rotated by 180 degrees, channel axes swapped) -- the
+    convolution of dy with the flipped kernel -- and dkernel = cols^T @ dy (input side) or the
+    flipped x^T @ D (output side, where no im2col of x was made).
     """
     kh, kw, c_in, c_out = kernel.shape
+    kind, array = saved
+    n, h, w, _ = x_shape
+    out_hw = dy.shape[1:3]
     dy2 = dy.reshape(-1, c_out)
-    dkernel = (cols.T @ dy2).reshape(kernel.shape)
     dbias = dy2.sum(axis=0)
-    dx = None
-    if need_dx:
-        n, h, w, _ = x_shape
-        out_hw = dy.shape[1:3]
-        if kh == kw == 1 and not any(pads):
-            dcols = (dy2 @ kernel.reshape(c_in, c_out).T).reshape(n, *out_hw, c_in)
-            if stride == 1:
-                dx = dcols
-            else:
-                dx = np.zeros(x_shape, dy.dtype)
-                dx[:, ::stride, ::stride, :] = dcols
-        elif stride == 1:
-            pt, pb, pl, pr = pads
-            back_pads = (kh - 1 - pt, h - out_hw[0] + pt, kw - 1 - pl, w - out_hw[1] + pl)
-            rotated = np.ascontiguousarray(kernel[::-1, ::-1].transpose(0, 1, 3, 2))
-            dx, _ = conv2d_forward(dy, rotated, None, 1, back_pads, (h, w))
-        else:
+    dx = dkernel = None
+    if kh == kw == 1 and not any(pads) or stride != 1:
+        dkernel = (array.T @ dy2).reshape(kernel.shape)
+        if need_dx:
             dcols = dy2 @ kernel.reshape(-1, c_out).T
-            dx = col2im(dcols, x_shape, kh, kw, stride, pads, out_hw)
+            if kh == kw == 1 and stride == 1:
+                dx = dcols.reshape(x_shape)
+            elif kh == kw == 1:
+                dx = np.zeros(x_shape, dy.dtype)
+                dx[:, ::stride, ::stride, :] = dcols.reshape(n, *out_hw, c_in)
+            else:
+                dx = col2im(dcols, x_shape, kh, kw, stride, pads, out_hw)
+        return dx, dkernel, dbias
+    pt, pb, pl, pr = pads
+    if need_dx or kind == "input":
+        back_pads = (kh - 1 - pt, h - out_hw[0] + pt, kw - 1 - pl, w - out_hw[1] + pl)
+        d = im2col(dy, kh, kw, 1, back_pads, (h, w))  # (N*H*W, kh*kw*C_out)
+    if need_dx:
+        rotated = kernel[::-1, ::-1].transpose(0, 1, 3, 2).reshape(-1, c_in)
+        dx = (d @ rotated).reshape(x_shape)
+    if kind == "cols":
+        dkernel = (array.T @ dy2).reshape(kernel.shape)
+    else:  # x^T @ D holds dkernel with the window offsets flipped
+        flipped = (array.reshape(-1, c_in).T @ d).reshape(c_in, kh, kw, c_out)
+        dkernel = np.ascontiguousarray(flipped[:, ::-1, ::-1, :].transpose(1, 2, 0, 3))
     return dx, dkernel, dbias
 
 
