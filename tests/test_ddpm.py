@@ -131,7 +131,7 @@ def test_fit_history_callbacks_and_best_checkpoint(subset, tmp_path):
     assert isinstance(history, td.History)
     assert set(history.history) == {"loss", "val_loss"} and len(history.history["loss"]) == 3
     assert history.epoch == [0, 1, 2]
-    header, _, _ = td.checkpoint.read_checkpoint(ckpt)
+    header, *_ = td.checkpoint.read_checkpoint(ckpt)
     assert header["best"] == pytest.approx(min(history.history["val_loss"]))
     # EarlyStopping with patience 0 stops as soon as val_loss fails to improve
     stopper = td.EarlyStopping(patience=0, min_delta=10.0)  # nothing improves by 10
@@ -196,6 +196,27 @@ def test_resume_mid_epoch_after_interrupt(subset, tmp_path):
                                                             rel=1e-12)
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_ema_weights_average_training_and_survive_checkpoints(subset, tmp_path):
+    train, _ = small_sets(subset, n_train=96, seed=9)
+    model = td.build_diffusion_model(seed=8)
+    model.compile(loss=td.Huber(), optimizer=td.Nadam(), ema=0.9)
+    start = {n: p.data.copy() for n, p in model.named_parameters()}
+    model.fit(train, epochs=1, verbose=0)  # 3 steps
+    assert model.ema.steps == 3
+    name = "conv_in.kernel"
+    trained = model.state_dict()[name]
+    shadow = model.ema.shadow[name]
+    # the average lies between the start and the trained weights, not on either
+    assert not np.allclose(shadow, trained) and not np.allclose(shadow, start[name])
+    path = td.save_checkpoint(tmp_path / "e.npz", model, model.optimizer)
+    other = td.build_diffusion_model(seed=1)
+    td.load_checkpoint(path, other)
+    assert other.ema.steps == 3 and other.ema.decay == 0.9
+    assert other.use_ema_weights()
+    np.testing.assert_array_equal(dict(other.named_parameters())[name].data, shadow)
+    assert not td.build_diffusion_model(seed=1).use_ema_weights()  # none kept: False
 
 
 def test_nan_loss_stops_training_and_keeps_weights(subset):

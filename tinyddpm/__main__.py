@@ -17,7 +17,8 @@ def _train(args):
     X_train, X_valid = td.split_train_valid(X_full, n_valid=n_valid)
     seed = args.seed if args.seed is not None else int(np.random.default_rng().integers(2**31))
     model = td.build_diffusion_model(seed=seed)
-    model.compile(loss=td.Huber(), optimizer=td.Nadam(learning_rate=args.learning_rate))
+    model.compile(loss=td.Huber(), optimizer=td.Nadam(learning_rate=args.learning_rate),
+                  ema=args.ema)
     ckpt = args.checkpoint
     best_path = os.path.splitext(ckpt)[0] + ".best.npz"
     if args.resume:
@@ -63,6 +64,7 @@ def _sample(args):
 
     model = td.build_diffusion_model()
     header = td.load_checkpoint(args.checkpoint, model)
+    used_ema = not args.no_ema and model.use_ema_weights()
     model.eval()
     start = time.perf_counter()
     if args.sampler == "ddpm":
@@ -73,8 +75,9 @@ def _sample(args):
     took = time.perf_counter() - start
     what = "DDPM, %d steps" % (model.config["T"] - 1) if args.sampler == "ddpm" else \
         f"DDIM, {args.steps} steps"
-    print(f"{args.n} images ({what}) from {args.checkpoint} (epoch {header.get('epoch')}) in "
-          f"{took:.1f} s")
+    weights = "moving-average weights" if used_ema else "weights"
+    print(f"{args.n} images ({what}) from {args.checkpoint} ({weights}, epoch "
+          f"{header.get('epoch')}) in {took:.1f} s")
     save_grid(images, args.out)
     print(f"grid: {args.out}")
     if args.npy:
@@ -102,6 +105,8 @@ def build_parser():
     train.add_argument("--seed", type=int, default=None, help="seed for weights and data order")
     train.add_argument("--steps-per-epoch", type=int, default=None,
                        help="stop each epoch after this many batches (quick trials)")
+    train.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                       help="keep a moving average of the weights for sampling, e.g. 0.999")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
 
@@ -116,6 +121,8 @@ def build_parser():
     sample.add_argument("--seed", type=int, default=None)
     sample.add_argument("--out", default="grid.png", help="PNG grid path")
     sample.add_argument("--npy", default=None, help="also save an (n, 28, 28) float32 array")
+    sample.add_argument("--no-ema", action="store_true",
+                        help="use the trained weights even where the checkpoint has an average")
     sample.set_defaults(func=_sample)
     return parser
 

@@ -1,7 +1,7 @@
 """Checkpoints: one ``.npz`` file, no pickle, written atomically.
 
 Inside: ``weights/<name>`` (parameters and BatchNorm statistics), ``optimizer/<key>`` (step count
-and moments) and ``header``, a JSON string: format tag, library version, model config, the
+and moments), ``ema/<key>`` (the moving average of the weights, if kept) and ``header``, a JSON string: format tag, library version, model config, the
 schedule's T, epoch and batch reached, history, the data seed and the RNG state. It is written to
 a temporary file in the same folder, flushed to disk, then renamed over the target, so a crash
 never leaves a half-written checkpoint. Loading uses ``allow_pickle=False``: it never runs code.
@@ -41,6 +41,8 @@ def save_checkpoint(path, model, optimizer=None, extra=None):
     arrays = {f"weights/{k}": v for k, v in model.state_dict().items()}
     if optimizer is not None:
         arrays.update({f"optimizer/{k}": np.asarray(v) for k, v in optimizer.state_dict().items()})
+    if getattr(model, "ema", None) is not None:
+        arrays.update({f"ema/{k}": v for k, v in model.ema.state_dict().items()})
     arrays["header"] = np.array(json.dumps(header))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -59,7 +61,7 @@ def save_checkpoint(path, model, optimizer=None, extra=None):
 
 
 def read_checkpoint(path):
-    """(header dict, weights dict, optimizer-state dict) from a checkpoint file, validated."""
+    """(header, weights, optimizer state, EMA state) dicts from a checkpoint file, validated."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
@@ -71,6 +73,7 @@ def read_checkpoint(path):
             header = json.loads(str(data["header"]))
             weights = {k[len("weights/"):]: data[k] for k in data.files if k.startswith("weights/")}
             opt = {k[len("optimizer/"):]: data[k] for k in data.files if k.startswith("optimizer/")}
+            ema = {k[len("ema/"):]: data[k] for k in data.files if k.startswith("ema/")}
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, json.JSONDecodeError) as e:
@@ -82,7 +85,7 @@ def read_checkpoint(path):
     if header.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path!r} was written by a newer tinyddpm "
                               f"({header.get('library_version')}); upgrade to read it")
-    return header, weights, opt
+    return header, weights, opt, ema
 
 
 def load_checkpoint(path, model, optimizer=None):
@@ -92,7 +95,7 @@ def load_checkpoint(path, model, optimizer=None):
     """
     from .model import History
 
-    header, weights, opt = read_checkpoint(path)
+    header, weights, opt, ema = read_checkpoint(path)
     config = getattr(model, "config", {})
     if header.get("config") and config and header["config"] != config:
         raise CheckpointError(f"{path!r} holds a model with config {header['config']}, but this "
@@ -106,6 +109,11 @@ def load_checkpoint(path, model, optimizer=None):
             optimizer.load_state_dict(opt, params=model.parameters())
         except (ValueError, KeyError) as e:
             raise CheckpointError(f"{path!r}: optimizer state does not fit: {e}") from None
+    if ema and hasattr(model, "ema"):
+        from .model import ExponentialMovingAverage
+
+        model.ema = model.ema or ExponentialMovingAverage(float(ema["decay"]))
+        model.ema.load_state_dict(ema)
     if hasattr(model, "epoch"):
         model.epoch = header.get("epoch", 0)
         model.step_in_epoch = header.get("step_in_epoch", 0)

@@ -45,22 +45,68 @@ def _batch_size(inputs):
     return len(first.data if hasattr(first, "data") else first)
 
 
+class ExponentialMovingAverage:
+    """A running average of the weights, used for sampling (a standard DDPM improvement):
+
+        shadow <- d * shadow + (1 - d) * weight   after every optimizer step,
+        d = min(decay, (1 + step) / (10 + step))  (a short warm-up, so early averages are not
+                                                   dominated by the random initial weights)
+    """
+
+    def __init__(self, decay=0.999):
+        if not 0 < decay < 1:
+            raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
+        self.decay, self.steps, self.shadow = float(decay), 0, None
+
+    def update(self, named_params):
+        if self.shadow is None:
+            self.shadow = {name: p.data.copy() for name, p in named_params}
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for name, p in named_params:
+            shadow = self.shadow[name]
+            shadow *= d
+            shadow += (1 - d) * p.data
+        self.steps += 1
+
+    def state_dict(self):
+        state = {f"shadow/{k}": v.copy() for k, v in (self.shadow or {}).items()}
+        return {**state, "steps": np.array(self.steps), "decay": np.array(self.decay)}
+
+    def load_state_dict(self, state):
+        self.decay, self.steps = float(state["decay"]), int(state["steps"])
+        shadow = {k[len("shadow/"):]: np.array(v) for k, v in state.items() if k.startswith("shadow/")}
+        self.shadow = shadow or None
+
+
 class Model(Module):
     """A :class:`~tinyddpm.nn.Module` that can be compiled and trained like a Keras model."""
 
     def __init__(self, name=None):
         super().__init__(name)
-        self.loss = self.optimizer = None
+        self.loss = self.optimizer = self.ema = None
         self.stop_training = False
         self.epoch = 0          # epochs completed
         self.step_in_epoch = 0  # batches completed in the current epoch (for exact resumption)
         self.history = History()
 
-    def compile(self, loss="huber", optimizer="nadam"):
-        """Choose the loss (``Huber()``, ``"mae"``, ...) and the optimizer (``Nadam()``, ``"adam"``)."""
+    def compile(self, loss="huber", optimizer="nadam", ema=None):
+        """Choose the loss (``Huber()``, ``"mae"``, ...) and the optimizer (``Nadam()``, ``"adam"``).
+
+        ``ema=0.999`` also keeps an exponential moving average of the weights
+        (:class:`ExponentialMovingAverage`); ``use_ema_weights()`` swaps it in for sampling.
+        """
         self.loss = losses_mod.get(loss)
         self.optimizer = optimizers_mod.get(optimizer)
+        self.ema = ExponentialMovingAverage(ema) if ema else None
         return self
+
+    def use_ema_weights(self):
+        """Replace the trained weights by their moving average (for sampling); False if none."""
+        if self.ema is None or self.ema.shadow is None:
+            return False
+        for name, p in self.named_parameters():
+            p.data = self.ema.shadow[name].astype(p.dtype, copy=True)
+        return True
 
     def _require_compiled(self, what):
         if self.loss is None:
@@ -78,6 +124,8 @@ class Model(Module):
             p.grad = None
         loss.backward()
         self.optimizer.step(params)
+        if self.ema is not None:
+            self.ema.update(list(self.named_parameters()))
         return value
 
     def fit(self, train_set, epochs=1, validation_data=None, callbacks=(), initial_epoch=None,
