@@ -219,6 +219,24 @@ def test_ema_weights_average_training_and_survive_checkpoints(subset, tmp_path):
     assert not td.build_diffusion_model(seed=1).use_ema_weights()  # none kept: False
 
 
+def test_predict_and_evaluate_use_inference_mode_in_batches():
+    model = td.build_diffusion_model(seed=2)
+    model.compile(loss=td.Huber(), optimizer=td.Nadam())
+    rng = np.random.default_rng(0)
+    inputs = {"X_noisy": rng.standard_normal((5, 28, 28, 1)).astype(np.float32),
+              "time": rng.integers(1, 4001, 5)}
+    out = model.predict(inputs, batch_size=2)  # batches of 2, 2, 1
+    assert out.shape == (5, 28, 28, 1) and isinstance(out, np.ndarray)
+    model.eval()
+    np.testing.assert_allclose(out, model(inputs).data, rtol=1e-5, atol=1e-6)
+    assert model.predict(inputs).shape == (5, 28, 28, 1) and model.training  # back in training
+    stats = model.down[0].bn1.moving_mean.copy()
+    model.evaluate([(inputs, np.zeros((5, 28, 28, 1), np.float32))])
+    np.testing.assert_array_equal(model.down[0].bn1.moving_mean, stats)  # eval: no updates
+    with pytest.raises(RuntimeError, match="compile"):
+        td.build_diffusion_model().fit([], epochs=1)
+
+
 def test_nan_loss_stops_training_and_keeps_weights(subset):
     train, _ = small_sets(subset, n_train=64)
     model = td.build_diffusion_model(seed=2)
@@ -248,6 +266,9 @@ def test_checkpoint_round_trip_and_contents(tmp_path):
     for (name, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]  # no temporary left
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask  # an ordinary file, not private
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

@@ -129,6 +129,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # epoch lines reach a log file at once
     from tinyddpm.checkpoint import CheckpointError
     from tinyddpm.data import DataError
 
