@@ -485,6 +485,16 @@ def calibration_table(data_dir=None, seed=0, sizes=(1000, 10000)):
     return "\n".join(rows) + "\n\n" + note + "\n"
 
 
+READING_GUIDE = """
+How to read it: the scale is this network's own (its 128 ReLU features are small numbers), so
+these FIDs are not comparable with the Inception FIDs of papers. Real images score ~0 (the rows
+of real images show the small-sample bias: compare sets of the same size, at least 1,000 images).
+A light blur or a little noise already costs 15-20; heavy degradation 40-55; noise ~75. The mean
+confidence alone is no quality measure (the classifier is confidently wrong on pure noise, over
+99% of which it calls "Bag"): read it with the coverage and the class histogram.
+"""
+
+
 # ------------------------------------------------------------------------------------ command line
 
 def _evaluate_command(args):
@@ -552,7 +562,7 @@ def main(argv=None):
         table = calibration_table(args.data_dir, seed=args.seed)
         print(table)
         out = Path(args.out or CALIBRATION_PATH)
-        out.write_text("# What a FID from `tinyddpm.metrics` means\n\n" + table)
+        out.write_text("# What a FID from `tinyddpm.metrics` means\n\n" + table + READING_GUIDE)
         print(f"wrote {out}")
         return 0
     parser.print_help()
