@@ -1,7 +1,8 @@
 """Offline sample quality: a Fashion-MNIST feature network, FID and class coverage.
 
 The feature network is a small CNN classifier built from tinyddpm's own layers and trained with
-tinyddpm (``python -m tinyddpm.metrics --train`` reproduces the shipped weights). Its 128-unit
+tinyddpm (``python -m tinyddpm.metrics --train`` reproduces the shipped weights: seed 0, Adam 1e-3
+for 6 epochs then 1e-4 for 2, batch 64; 91.77% on the 10,000 test images). Its 128-unit
 penultimate layer plays the role Inception-v3's pool layer plays for the usual FID:
 
     FID = ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2))
@@ -358,8 +359,8 @@ def accuracy(model, X, y, batch_size=500):
     return float(np.mean(logits.argmax(axis=1) == np.asarray(y)))
 
 
-def train_classifier(epochs=4, seed=0, out=ASSET_PATH, batch_size=64, learning_rate=1e-3,
-                     decay_epochs=0, data_dir=None, verbose=1, limit=None, continue_from=None):
+def train_classifier(epochs=6, seed=0, out=ASSET_PATH, batch_size=64, learning_rate=1e-3,
+                     decay_epochs=2, data_dir=None, verbose=1, limit=None, continue_from=None):
     """Train the classifier on the 60,000 training images, measure it on the 10,000 test images
     and write weights + test-set feature statistics to ``out``. Returns the test accuracy.
 
@@ -536,7 +537,7 @@ def main(argv=None):
     parser.add_argument("--calibrate", action="store_true",
                         help="print the calibration table and write CALIBRATION.md")
     parser.add_argument("--epochs", type=int, default=6, help="--train: epochs at the full rate")
-    parser.add_argument("--decay-epochs", type=int, default=0,
+    parser.add_argument("--decay-epochs", type=int, default=2,
                         help="--train: then this many epochs at a tenth of the rate")
     parser.add_argument("--continue-from", default=None,
                         help="--train: start the decay epochs from a file written by a run with "
