@@ -124,6 +124,9 @@ def build_parser():
     sample.add_argument("--no-ema", action="store_true",
                         help="use the trained weights even where the checkpoint has an average")
     sample.set_defaults(func=_sample)
+
+    from tinyddpm.metrics import add_evaluate_command
+    add_evaluate_command(sub)
     return parser
 
 
