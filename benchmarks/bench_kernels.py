@@ -52,6 +52,8 @@ import numba  # noqa: E402
 from tinyddpm import functional as F  # noqa: E402
 from tinyddpm.tensor import Tensor  # noqa: E402
 
+from machine import blas_threads, busy_cores, matmul_roofline  # noqa: E402  (benchmarks/)
+
 torch = TF = None  # imported only in the worker process that times torch (see run_torch_worker)
 
 DTYPE = np.float32
@@ -280,42 +282,6 @@ def bench_torch(kind, p, n, repeats, seed):
         if best is None or t_fwd + t_bwd < best[0] + best[1]:
             best = (t_fwd, t_bwd, name)
     return best
-
-
-def matmul_roofline(repeats):
-    """NumPy float32 1024 x 1024 @ 1024 x 1024, GFLOP/s (median)."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((1024, 1024)).astype(np.float32)
-    b = rng.standard_normal((1024, 1024)).astype(np.float32)
-    for _ in range(3):  # wake the BLAS threads and the allocator up
-        a @ b
-    t = median_time(lambda: a @ b, max(repeats, 10))
-    return 2 * 1024 ** 3 / t / 1e9
-
-
-def busy_cores(seconds=0.5):
-    """How many cores other processes kept busy over ``seconds`` (Linux /proc/stat), or None."""
-    def sample():
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        return sum(values), values[3] + values[4]  # total, idle + iowait
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    total = total1 - total0
-    return (1 - (idle1 - idle0) / total) * (os.cpu_count() or 1) if total else None
-
-
-def blas_threads():
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    return sorted({f"{Path(i['filepath']).name.split('.')[0]}: {i['num_threads']}"
-                   for i in threadpool_info() if i["user_api"] == "blas"})
 
 
 # --------------------------------------------------------------------------- report

@@ -66,6 +66,8 @@ if importlib.util.find_spec("tinyddpm") is None:  # a checkout that is not insta
 if str(HERE) not in sys.path:  # torch_unet.py, however this script was started
     sys.path.insert(0, str(HERE))
 
+from machine import blas_threads, busy_cores, matmul_roofline  # noqa: E402  (benchmarks/)
+
 T = 4000                  # diffusion steps of the reference model
 IMAGE = (28, 28, 1)       # NHWC image shape (tinyddpm's); the torch port reads it as (1, 28, 28)
 MEMORY_BATCH = 32         # the training batch whose peak memory is reported
@@ -208,41 +210,6 @@ def memory_mib():
     except OSError:
         pass
     return dict(rss=rss, peak=peak)
-
-
-def matmul_roofline(repeats=10):
-    """NumPy float32 1024 x 1024 @ 1024 x 1024, GFLOP/s (median of ``repeats``, after 3)."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((1024, 1024), dtype=np.float32)
-    b = rng.standard_normal((1024, 1024), dtype=np.float32)
-    t = time_runs(lambda: a @ b, max(repeats, 10), 1, 3)["median_s"]
-    return 2 * 1024 ** 3 / t / 1e9
-
-
-def busy_cores(seconds=0.5):
-    """How many cores other processes kept busy over ``seconds`` (Linux /proc/stat), or None."""
-    def sample():
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        return sum(values), values[3] + values[4]  # total, idle + iowait
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    total = total1 - total0
-    return (1 - (idle1 - idle0) / total) * (os.cpu_count() or 1) if total else None
-
-
-def blas_threads():
-    """['libopenblas: 2', ...] as threadpoolctl sees NumPy's BLAS, or None."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    return sorted({f"{Path(i['filepath']).name.split('.')[0]}: {i['num_threads']}"
-                   for i in threadpool_info() if i["user_api"] == "blas"})
 
 
 def keep_freed_memory_like_tinyddpm():

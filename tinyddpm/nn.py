@@ -452,16 +452,21 @@ class UpSampling2D(_Stateless):
         return F.upsample2d(x, self.size)
 
 
+def _border_pairs(value):
+    """Keras' border argument: n, (nh, nw) or ((top, bottom), (left, right)) -> the last form."""
+    if np.ndim(value) == 0:
+        value = ((value, value), (value, value))
+    elif np.ndim(value) == 1:
+        value = ((value[0], value[0]), (value[1], value[1]))
+    return tuple(tuple(int(v) for v in pair) for pair in value)
+
+
 class ZeroPadding2D(_Stateless):
     """Adds rows and columns of zeros: ``padding`` = p, (ph, pw) or ((top, bottom), (left, right))."""
 
     def __init__(self, padding=1, name=None):
         super().__init__(name)
-        if np.ndim(padding) == 0:
-            padding = ((padding, padding), (padding, padding))
-        elif np.ndim(padding) == 1:
-            padding = ((padding[0], padding[0]), (padding[1], padding[1]))
-        self.padding = tuple(tuple(int(v) for v in p) for p in padding)
+        self.padding = _border_pairs(padding)
 
     def forward(self, x):
         return ops.pad(x, ((0, 0), *self.padding, (0, 0)))
@@ -472,11 +477,7 @@ class Cropping2D(_Stateless):
 
     def __init__(self, cropping=1, name=None):
         super().__init__(name)
-        if np.ndim(cropping) == 0:
-            cropping = ((cropping, cropping), (cropping, cropping))
-        elif np.ndim(cropping) == 1:
-            cropping = ((cropping[0], cropping[0]), (cropping[1], cropping[1]))
-        self.cropping = tuple(tuple(int(v) for v in c) for c in cropping)
+        self.cropping = _border_pairs(cropping)
 
     def forward(self, x):
         (t, b), (l, r) = self.cropping
