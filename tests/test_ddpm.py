@@ -237,6 +237,32 @@ def test_predict_and_evaluate_use_inference_mode_in_batches():
         td.build_diffusion_model().fit([], epochs=1)
 
 
+def test_recalibrate_batchnorm_averages_batch_statistics(subset):
+    train, _ = small_sets(subset, n_train=96, seed=10)  # 3 batches
+    model = td.build_diffusion_model(seed=3)
+    bn = model.bn_in
+    bn.moving_mean[:] = 123.0
+    seen = []
+    original = td.functional.BatchNormTrain.forward
+
+    def spy(ctx, x, gamma, beta, eps=1e-3, stats=None):
+        y = original(ctx, x, gamma, beta, eps, stats)
+        if x.shape[-1] == 16 and x.shape[1] == 32:  # bn_in's input
+            seen.append(stats["mean"].copy())
+        return y
+
+    before = {n: p.data.copy() for n, p in model.named_parameters()}
+    td.functional.BatchNormTrain.forward = staticmethod(spy)
+    try:
+        assert model.recalibrate_batchnorm(train, batches=2) == 2
+    finally:
+        td.functional.BatchNormTrain.forward = staticmethod(original)
+    assert len(seen) == 2
+    np.testing.assert_allclose(bn.moving_mean, (seen[0] + seen[1]) / 2, rtol=1e-5, atol=1e-6)
+    assert bn.momentum == 0.99  # restored
+    assert all(np.array_equal(p.data, before[n]) for n, p in model.named_parameters())  # no step
+
+
 def test_nan_loss_stops_training_and_keeps_weights(subset):
     train, _ = small_sets(subset, n_train=64)
     model = td.build_diffusion_model(seed=2)

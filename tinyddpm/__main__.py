@@ -65,6 +65,15 @@ def _sample(args):
     model = td.build_diffusion_model()
     header = td.load_checkpoint(args.checkpoint, model)
     used_ema = not args.no_ema and model.use_ema_weights()
+    if used_ema and args.recalibrate:
+        # the BatchNorm statistics in the checkpoint belong to the trained weights, not to their
+        # average: re-estimate them (measured after 6 epochs, DDIM-50, 1,000 samples: FID 25.2
+        # and 7/10 classes without this step, 12.5 and 10/10 with it)
+        (X_full, _), _ = td.load_fashion_mnist(args.data_dir)
+        X_train, _ = td.split_train_valid(X_full, n_valid=len(X_full) // 12)
+        data = td.prepare_dataset(X_train, 32, shuffle=True, seed=0)
+        used = model.recalibrate_batchnorm(data, batches=args.recalibrate)
+        print(f"BatchNorm statistics re-estimated for the averaged weights ({used} batches)")
     model.eval()
     start = time.perf_counter()
     if args.sampler == "ddpm":
@@ -123,6 +132,11 @@ def build_parser():
     sample.add_argument("--npy", default=None, help="also save an (n, 28, 28) float32 array")
     sample.add_argument("--no-ema", action="store_true",
                         help="use the trained weights even where the checkpoint has an average")
+    sample.add_argument("--recalibrate", type=int, default=200, metavar="BATCHES",
+                        help="with averaged weights, re-estimate BatchNorm statistics on this "
+                        "many training batches first (0: don't)")
+    sample.add_argument("--data-dir", default=None, help="folder with the IDX files (for "
+                        "--recalibrate)")
     sample.set_defaults(func=_sample)
 
     from tinyddpm.metrics import add_evaluate_command

@@ -220,6 +220,34 @@ class Model(Module):
         self.train()
         return total / max(count, 1)
 
+    def recalibrate_batchnorm(self, dataset, batches=200):
+        """Re-estimate every BatchNorm layer's moving statistics with the current weights.
+
+        Runs ``batches`` batches of ``dataset`` forward in training mode (no weight update) and
+        sets the moving mean and variance to the plain average of their batch statistics. Use it
+        after swapping in other weights (``use_ema_weights()``): the moving statistics were
+        gathered with the trained weights, not with their average. Returns the batches used.
+        """
+        from .nn import BatchNormalization
+
+        layers = [m for _, m in self.named_modules() if isinstance(m, BatchNormalization)]
+        saved = [m.momentum for m in layers]
+        used = 0
+        self.train()
+        try:
+            with no_grad():
+                for inputs, _ in dataset:
+                    if used == batches:
+                        break
+                    for m in layers:  # moving <- (k * moving + batch) / (k + 1): a running mean
+                        m.momentum = used / (used + 1)
+                    self(inputs)
+                    used += 1
+        finally:
+            for m, momentum in zip(layers, saved):
+                m.momentum = momentum
+        return used
+
     def predict(self, inputs, batch_size=64):
         """The model's outputs as a NumPy array, in inference mode, ``batch_size`` at a time."""
         self.eval()
