@@ -263,6 +263,33 @@ def test_recalibrate_batchnorm_averages_batch_statistics(subset):
     assert all(np.array_equal(p.data, before[n]) for n, p in model.named_parameters())  # no step
 
 
+def test_ctrl_c_finishes_the_current_batch_first(subset, tmp_path):
+    """A real SIGINT in the middle of a batch: that batch completes, then fit stops and saves."""
+    import signal
+
+    train, _ = small_sets(subset, n_train=160, seed=8)
+    model = td.build_diffusion_model(seed=6)
+    model.compile(loss=td.Huber(), optimizer=td.Nadam())
+    original = model.train_step
+    calls = {"n": 0}
+
+    def step_with_signal(inputs, targets):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-batch, before the update
+        return original(inputs, targets)
+
+    model.train_step = step_with_signal
+    ckpt = tmp_path / "latest.npz"
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(train, epochs=1, verbose=0,
+                  callbacks=[td.ModelCheckpoint(ckpt, save_on_interrupt=True)])
+    assert model.step_in_epoch == 2 and model.optimizer.iterations == 2  # batch 2 completed
+    header, *_ = td.checkpoint.read_checkpoint(ckpt)
+    assert header["step_in_epoch"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
 def test_nan_loss_stops_training_and_keeps_weights(subset):
     train, _ = small_sets(subset, n_train=64)
     model = td.build_diffusion_model(seed=2)

@@ -9,7 +9,10 @@ A data set is any re-iterable of ``(inputs, targets)`` batches, such as ``prepar
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 
 import numpy as np
@@ -136,7 +139,8 @@ class Model(Module):
         always yields the same batches for a seeded set, so a run resumed from a checkpoint sees
         exactly the batches an uninterrupted run would. ``validation_data`` is evaluated after
         every epoch with the same noise each time (``set_epoch(0)``), so val_loss is comparable
-        across epochs. Ctrl-C stops at the end of the current batch; callbacks then get
+        across epochs. Ctrl-C stops at the end of the current batch (a second one at once);
+        callbacks then get
         ``on_interrupt`` (``ModelCheckpoint`` saves the state there) and KeyboardInterrupt is
         raised again. A NaN or infinite loss raises :class:`TrainingDiverged` before the weights
         change.
@@ -153,7 +157,9 @@ class Model(Module):
         while self.epoch < epochs and not self.stop_training:
             epoch = self.epoch
             try:
-                logs = {"loss": self._train_epoch(train_set, epoch, epochs, verbose, steps_per_epoch)}
+                with _interrupt_between_batches() as stop:
+                    logs = {"loss": self._train_epoch(train_set, epoch, epochs, verbose,
+                                                      steps_per_epoch, stop)}
             except KeyboardInterrupt:
                 for cb in callbacks:
                     cb.on_interrupt(epoch, self.step_in_epoch)
@@ -171,7 +177,7 @@ class Model(Module):
             cb.on_train_end()
         return self.history
 
-    def _train_epoch(self, train_set, epoch, epochs, verbose, steps_per_epoch):
+    def _train_epoch(self, train_set, epoch, epochs, verbose, steps_per_epoch, stop):
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
         total = steps_per_epoch or (len(train_set) if hasattr(train_set, "__len__") else None)
@@ -194,6 +200,8 @@ class Model(Module):
                 loss_sum += value
                 self.step_in_epoch = step + 1
                 self._partial_loss_sum = loss_sum
+                if stop():  # Ctrl-C arrived during this batch: stop cleanly after it
+                    raise KeyboardInterrupt
                 seen_images += _batch_size(inputs)
                 if bar is not None:
                     rate = seen_images / max(time.perf_counter() - start, 1e-9)
@@ -260,6 +268,30 @@ class Model(Module):
                 outputs.append(self(part).data)
         self.train()
         return np.concatenate(outputs)
+
+
+@contextlib.contextmanager
+def _interrupt_between_batches():
+    """Defer Ctrl-C to the end of the current batch, so no update is left half-applied.
+
+    Yields a function that says whether Ctrl-C was pressed; a second Ctrl-C interrupts at once.
+    Only the main thread can handle signals; elsewhere Ctrl-C behaves as usual.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    pressed = []
+
+    def handler(signum, frame):
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _progress(total, desc, verbose, initial=0):
