@@ -25,3 +25,10 @@ from .diffusion import (forward_step, generate, generate_ddim, prepare_batch,  #
 from .model import History, Model, TrainingDiverged  # noqa: E402
 from .schedule import linear_schedule, variance_schedule  # noqa: E402
 from .unet import build_diffusion_model  # noqa: E402
+
+
+def load_pretrained(path=None):
+    """The shipped diffusion model, ready to sample (see :mod:`tinyddpm.pretrained`)."""
+    from .pretrained import PRETRAINED_PATH, load_pretrained as _load
+
+    return _load(path or PRETRAINED_PATH)

@@ -36,3 +36,74 @@ def save_grid(images, path, ncols=None, scale=2):
     os.makedirs(folder, exist_ok=True)
     plt.imsave(path, np.clip(grid, 0, 1), cmap="gray", vmin=0, vmax=1)
     return path
+
+
+def _pyplot():
+    import matplotlib
+    if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def plot_forward_process(image, alpha_cumprod, steps, path, seed=0):
+    """One real image noised to several t with the shortcut q(x_t | x_0), side by side.
+
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, with x_0 the image scaled to [-1, 1].
+    """
+    from .diffusion import q_sample
+
+    plt = _pyplot()
+    x0 = np.asarray(image, np.float32).reshape(28, 28) * 2 - 1
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(1, len(steps), figsize=(1.6 * len(steps), 2.0))
+    for ax, t in zip(axes, steps):
+        xt = q_sample(x0, int(t), alpha_cumprod, rng=rng)
+        ax.imshow(np.clip((xt + 1) / 2, 0, 1), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"t = {t}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle("Forward process: a little Gaussian noise at every step", fontsize=10)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_schedules(T, path):
+    """The signal factor alpha_bar_t of the linear and the cosine schedules, t = 0..T."""
+    from .schedule import linear_schedule, variance_schedule
+
+    plt = _pyplot()
+    t = np.arange(T + 1)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(t, linear_schedule(T)[1], label="linear")
+    ax.plot(t, variance_schedule(T)[1], label="cosine")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel(r"$\bar\alpha_t$ (signal kept)")
+    ax.set_title("Variance schedules")
+    ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def save_animation(frames, path, fps=12, ncols=None, scale=3):
+    """An animated GIF of image grids: ``frames`` is a list of (N, 28, 28[, 1]) arrays in [0, 1]."""
+    from PIL import Image  # Pillow comes with matplotlib
+
+    pictures = []
+    for frame in frames:
+        grid = np.clip(image_grid(frame, ncols), 0, 1)
+        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+        pictures.append(Image.fromarray((grid * 255).astype(np.uint8), mode="L"))
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    durations = [int(1000 / fps)] * (len(pictures) - 1) + [2000]  # hold the result
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
+    return path
