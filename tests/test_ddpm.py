@@ -460,7 +460,7 @@ def test_cli_train_resume_and_sample(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(td.data, "SEARCH_DIRS", ())  # use the embedded subset
     ckpt = str(tmp_path / "ckpt.npz")
     args = ["train", "--epochs", "1", "--steps-per-epoch", "3", "--checkpoint", ckpt, "--seed",
-            "1", "--quiet"]
+            "1", "--ema", "0.9", "--quiet"]
     assert main(args) == 0
     with pytest.raises(SystemExit, match="already exists"):
         main(args)
@@ -470,7 +470,10 @@ def test_cli_train_resume_and_sample(tmp_path, monkeypatch, capsys):
     assert "Resuming from" in out and "1 epochs and 0 batches done" in out
     grid, npy = tmp_path / "grid.png", tmp_path / "s.npy"
     assert main(["sample", "--checkpoint", ckpt, "--n", "4", "--steps", "3", "--seed", "0",
-                 "--out", str(grid), "--npy", str(npy)]) == 0
+                 "--recalibrate", "3", "--out", str(grid), "--npy", str(npy)]) == 0
+    out = capsys.readouterr().out
+    assert "re-estimated for the averaged weights (3 batches)" in out
+    assert "moving-average weights" in out
     samples = np.load(npy)
     assert samples.shape == (4, 28, 28) and samples.dtype == np.float32
     assert 0 <= samples.min() and samples.max() <= 1

@@ -69,10 +69,9 @@ def _sample(args):
         # the BatchNorm statistics in the checkpoint belong to the trained weights, not to their
         # average: re-estimate them (measured after 6 epochs, DDIM-50, 1,000 samples: FID 25.2
         # and 7/10 classes without this step, 12.5 and 10/10 with it)
-        (X_full, _), _ = td.load_fashion_mnist(args.data_dir)
-        X_train, _ = td.split_train_valid(X_full, n_valid=len(X_full) // 12)
-        data = td.prepare_dataset(X_train, 32, shuffle=True, seed=0)
-        used = model.recalibrate_batchnorm(data, batches=args.recalibrate)
+        from tinyddpm.pretrained import recalibrate_on_training_data
+
+        used = recalibrate_on_training_data(model, args.recalibrate, args.data_dir)
         print(f"BatchNorm statistics re-estimated for the averaged weights ({used} batches)")
     model.eval()
     start = time.perf_counter()

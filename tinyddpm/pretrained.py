@@ -27,6 +27,20 @@ def load_pretrained(path=PRETRAINED_PATH):
     return model.eval()
 
 
+def recalibrate_on_training_data(model, batches=200, data_dir=None):
+    """Re-estimate the BatchNorm statistics on ``batches`` shuffled training batches (seed 0).
+
+    Needed after ``use_ema_weights()``: the saved statistics belong to the trained weights.
+    """
+    from .data import load_fashion_mnist, split_train_valid
+    from .diffusion import prepare_dataset
+
+    (X_full, _), _ = load_fashion_mnist(data_dir)
+    X_train, _ = split_train_valid(X_full, n_valid=len(X_full) // 12)
+    data = prepare_dataset(X_train, 32, shuffle=True, seed=0)
+    return model.recalibrate_batchnorm(data, batches=batches)
+
+
 def export_pretrained(checkpoint, out=PRETRAINED_PATH, recalibrate=200, data_dir=None):
     """Write the sampling-ready model from a training ``checkpoint``; returns the header."""
     import tinyddpm as td
@@ -36,10 +50,7 @@ def export_pretrained(checkpoint, out=PRETRAINED_PATH, recalibrate=200, data_dir
     td.load_checkpoint(checkpoint, model)
     used_ema = model.use_ema_weights()
     if used_ema and recalibrate:
-        (X_full, _), _ = td.load_fashion_mnist(data_dir)
-        X_train, _ = td.split_train_valid(X_full, n_valid=len(X_full) // 12)
-        model.recalibrate_batchnorm(td.prepare_dataset(X_train, 32, shuffle=True, seed=0),
-                                    batches=recalibrate)
+        recalibrate_on_training_data(model, recalibrate, data_dir)
     model.ema = None  # ship the weights only: no optimizer state, no second copy
     history = header.get("history", {})
     extra = {"source_checkpoint": os.path.basename(str(checkpoint)), "weights": "moving average"
