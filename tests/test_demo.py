@@ -38,3 +38,13 @@ def test_shipped_model_loads_and_samples():
 def test_missing_pretrained_file_says_what_to_do(tmp_path):
     with pytest.raises(td.CheckpointError, match="missing from this install"):
         td.load_pretrained(tmp_path / "nope.npz")
+
+
+def test_demo_can_train_a_fresh_model(tmp_path, capsys):
+    from tinyddpm.demo import main
+
+    assert main(["--quick", "--train-minutes", "0.05", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Training the book's U-Net from scratch" in out and "trained" in out
+    with Image.open(tmp_path / "samples.png") as im:
+        im.verify()
