@@ -136,7 +136,7 @@ class Module:
         """Convert every parameter and buffer (e.g. to float64 for gradient checks), in place."""
         for _, module in self.named_modules():
             module.dtype = np.dtype(dtype).type
-            for key, p in module._parameters.items():
+            for p in module._parameters.values():
                 p.data = p.data.astype(dtype)
             for key in module._buffers:
                 object.__setattr__(module, key, getattr(module, key).astype(dtype))
