@@ -1,0 +1,346 @@
+"""The autograder (tinyddpm.grade) on the assignment stubs, correct and wrong solutions, broken
+student files and whole class folders; and that the solutions stay out of the package."""
+import ast
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import setuptools
+
+from tinyddpm import grade as G
+
+ROOT = Path(__file__).resolve().parents[1]
+STUBS = ROOT / "lessons" / "assignments"
+SOLUTIONS = ROOT / "tests" / "assignments" / "solutions"
+WRONG = ROOT / "tests" / "assignments" / "wrong"
+KEYS = list(G.ASSIGNMENTS)
+
+
+def grade(key, path, **kwargs):
+    kwargs.setdefault("isolate", False)  # in this process: fast; isolation has its own tests
+    return G.grade(key, path, **kwargs)
+
+
+def student(tmp_path, source, name="student.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def failed(report):
+    return {c.id: c.message for c in report.checks if not c.passed}
+
+
+# --------------------------------------------------------------------------- the files
+
+def test_six_assignments_each_with_stub_solution_and_wrong_file():
+    assert len(KEYS) >= 6
+    for key in KEYS:
+        for folder in (STUBS, SOLUTIONS, WRONG):
+            assert (folder / f"{key}.py").is_file(), folder / f"{key}.py"
+        assert G.ASSIGNMENTS[key].max_points == 10
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_stubs_are_self_contained_numpy_files(key):
+    tree = ast.parse((STUBS / f"{key}.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in (node.names if isinstance(node, ast.Import) else [node])
+                } | {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom)}
+    imported.discard(None)
+    assert imported <= {"numpy", "tinyddpm"}, imported
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    for name in G.ASSIGNMENTS[key].functions:
+        assert ast.get_docstring(functions[name]), name
+    assert ast.get_docstring(tree)
+
+
+# --------------------------------------------------------------------------- stubs, solutions
+
+@pytest.mark.parametrize("key", KEYS)
+def test_untouched_stub_scores_zero_and_says_not_implemented(key):
+    report = grade(key, STUBS / f"{key}.py")
+    assert report.total == 0 and report.max_total == 10 and not report.error
+    for c in report.checks:
+        assert not c.passed and "not implemented yet" in c.message, (c.id, c.message)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_correct_solution_gets_full_score(key):
+    report = grade(key, SOLUTIONS / f"{key}.py")
+    assert report.total == report.max_total == 10, report.format()
+
+
+# --------------------------------------------------------------------------- wrong solutions
+
+# assignment: (total, {failing check: words its message must contain})
+WRONG_EXPECTED = {
+    "01_cosine_schedule": (5, {"shapes_dtypes": ["dtype", "expected float32, got float64"],
+                               "beta": ["at t=4000", "clipped"],
+                               "clip": ["max_beta = 0.999", "got 1"],
+                               "arguments": ["at t=10 with T=10, s=0.1"]}),
+    "02_prepare_batch": (5, {"time_range": ["time contains 0", "1..T"],
+                             "formula": ["X_noisy is wrong at element (", "[-1, 1]"]}),
+    "03_conv_backward": (5, {"shapes_dtypes": ["dw", "expected float32, got float64"],
+                             "dx": ["dx is wrong at element (0, 0, 1, 0)", "expected", "got"],
+                             "non_square": ["dx is wrong at element ("]}),
+    "04_batchnorm_backward": (5, {"dx": ["element (0, 0, 0, 0)", "mean and variance as constants"],
+                                  "dense_input": ["(16, 4)"]}),
+    "05_ddpm_step": (6, {"loop_times": ["[12, 11,", "starts at t = T - 1"],
+                         "loop_last_step": ["called once, at t=1"],
+                         "loop_result": ["12 times", "z = 0 at t = 1"]}),
+    "06_ddim_step": (4, {"timesteps": ["wrong at k=0", "start at t = 1"],
+                         "clip": ["eps is not recomputed"],
+                         "noisiest_t": ["t=3999"]}),
+}
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_wrong_solution_gets_partial_score_and_the_right_messages(key):
+    report = grade(key, WRONG / f"{key}.py")
+    total, expected = WRONG_EXPECTED[key]
+    messages = failed(report)
+    assert set(messages) == set(expected), report.format()
+    assert report.total == total, report.format()
+    for check, words in expected.items():
+        for word in words:
+            assert word in messages[check], (check, word, messages[check])
+
+
+def test_wrong_shape_names_expected_and_got(tmp_path):
+    path = student(tmp_path, """
+        import numpy as np
+        def conv2d_backward(x, w, dy):
+            return np.zeros_like(x), np.zeros(w.shape[:2] + w.shape[:1:-1], w.dtype)  # C_out, C_in
+    """)
+    messages = failed(grade(3, path))
+    assert "dw has the wrong shape: expected (3, 2, 3, 4), got (3, 2, 4, 3)" in \
+        messages["shapes_dtypes"]
+
+
+def test_wrong_time_step_is_named(tmp_path):
+    path = student(tmp_path, """
+        import numpy as np
+        def variance_schedule(T, s=0.008, max_beta=0.999):
+            t = np.arange(T + 1)
+            f = np.cos((t / T + s) / (1 + s) * np.pi / 2) ** 2
+            alpha = np.append(1, np.clip(f[1:] / f[:-1], 1 - max_beta, 1)).astype(np.float32)
+            alpha[5] = 0.5                                   # one wrong value, at t = 5
+            return alpha, np.cumprod(alpha), 1 - alpha
+    """)
+    report = grade(1, path)
+    assert "alpha_cumprod is wrong at t=5:" in failed(report)["alpha_cumprod"]
+    assert report.checks[0].passed and 0 < report.total < 10
+
+
+def test_nan_is_reported(tmp_path):
+    path = student(tmp_path, """
+        import numpy as np
+        def ddim_timesteps(T, steps):
+            return 1 + np.arange(steps) * T // steps
+        def ddim_step(x_t, eps, abar_t, abar_prev, clip=True):
+            out = np.sqrt(abar_prev) * x_t
+            out[0, 1, 2, 0] = np.nan
+            return out.astype(np.float32)
+    """)
+    messages = failed(grade(6, path))
+    assert "contains NaN" in messages["no_clip"] and "(0, 1, 2, 0)" in messages["no_clip"]
+    assert "timesteps" not in messages
+
+
+def test_known_mistake_gets_a_hint(tmp_path):
+    path = student(tmp_path, """
+        import numpy as np
+        def ddpm_step(x_t, eps, t, alpha, alpha_cumprod, beta, z):
+            mean = (x_t - beta[t] / np.sqrt(1 - alpha_cumprod[t]) * eps) / np.sqrt(alpha[t])
+            return (mean + beta[t] * z).astype(np.float32)              # beta, not sqrt(beta)
+    """)
+    messages = failed(grade(5, path))
+    assert "scaled by sqrt(beta_t), not beta_t" in messages["step_value"]
+    assert "no function `generate`" in messages["loop_times"]
+
+
+def test_exception_in_student_function_names_the_line(tmp_path):
+    path = student(tmp_path, """
+        import numpy as np
+        def prepare_batch(X, alpha_cumprod, rng):
+            return X + np.ones(3)
+    """)
+    message = failed(grade(2, path))["returns"]
+    assert "raised ValueError" in message and "line 4: return X + np.ones(3)" in message
+
+
+def test_student_file_that_raises_at_import(tmp_path):
+    path = student(tmp_path, """
+        import numpy as np
+        SCALE = np.load("my_local_file.npy")
+    """)
+    report = grade(1, path)
+    assert report.total == 0
+    assert "could not be imported" in report.error and "line 3" in report.error
+    assert "FileNotFoundError" in report.error
+    assert all("not run" in c.message for c in report.checks)
+
+
+def test_syntax_error_at_import(tmp_path):
+    report = grade(4, student(tmp_path, "def batchnorm_backward(dy, x, gamma)\n    pass\n"))
+    assert report.total == 0 and "SyntaxError" in report.error and "line 1" in report.error
+
+
+def test_infinite_loop_costs_only_its_checks(tmp_path, capsys):
+    path = student(tmp_path, """
+        import numpy as np
+        print("student output is not shown")
+        def ddim_timesteps(T, steps):
+            while True:
+                pass
+        def ddim_step(x_t, eps, abar_t, abar_prev, clip=True):
+            x0 = (x_t - np.sqrt(1 - abar_t) * eps) / np.sqrt(abar_t)
+            if clip:
+                x0 = np.clip(x0, -1, 1)
+                eps = (x_t - np.sqrt(abar_t) * x0) / np.sqrt(1 - abar_t)
+            return (np.sqrt(abar_prev) * x0 + np.sqrt(1 - abar_prev) * eps).astype(np.float32)
+    """)
+    report = grade(6, path, time_limit=0.3)
+    assert report.total == 8
+    assert "time limit" in failed(report)["timesteps"]
+    assert "student output" not in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- isolation
+
+def test_isolated_grading_survives_a_process_exit(tmp_path):
+    path = student(tmp_path, """
+        import os
+        def variance_schedule(T, s=0.008, max_beta=0.999):
+            os._exit(3)
+    """)
+    report = G.grade(1, path)  # isolate=True: in a fresh Python process
+    assert report.total == 0 and "ended unexpectedly (exit code 3)" in report.error
+    assert report.checks[0].message.startswith("stopped here")
+    assert report.checks[1].message.startswith("not run")
+
+
+def test_isolated_grading_stops_a_loop_the_alarm_cannot_interrupt(tmp_path, monkeypatch):
+    monkeypatch.setattr(G, "STARTUP_ALLOWANCE", 4.0)
+    path = student(tmp_path, """
+        import signal
+        def variance_schedule(T, s=0.008, max_beta=0.999):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            while True:
+                pass
+    """)
+    report = G.grade(1, path, time_limit=0.2)
+    assert report.total == 0 and "time limit" in report.error
+
+
+# --------------------------------------------------------------------------- command line
+
+def test_cli_grades_one_file_as_json_in_a_subprocess():
+    proc = subprocess.run([sys.executable, "-m", "tinyddpm.grade", "01",
+                           str(WRONG / "01_cosine_schedule.py"), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["total"] == 5 and data["max_total"] == 10 and len(data["checks"]) == 7
+    assert data["student"] == "01_cosine_schedule"
+
+
+def test_cli_class_folder_writes_csv(tmp_path, capsys):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    (folder / "alice.py").write_text((SOLUTIONS / "02_prepare_batch.py").read_text())
+    (folder / "bob.py").write_text((WRONG / "02_prepare_batch.py").read_text())
+    (folder / "carol.py").write_text((STUBS / "02_prepare_batch.py").read_text())
+    (folder / "dave.py").write_text("raise RuntimeError('oops')\n")
+    (folder / "notes.txt").write_text("not a student")
+    out = tmp_path / "scores.csv"
+    assert G.main(["prepare_batch", str(folder), "--csv", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "alice" in printed and "10/10" in printed and "scores.csv" in printed
+    rows = list(csv.DictReader(out.open()))
+    assert [r["student"] for r in rows] == ["alice", "bob", "carol", "dave"]
+    assert [r["total"] for r in rows] == ["10", "5", "0", "0"]
+    assert list(rows[0]) == ["student"] + [c.id for c in G.ASSIGNMENTS["02_prepare_batch"].checks] \
+        + ["total", "out_of"]
+    assert rows[1]["time_range"] == "0" and rows[1]["rng"] == "1" and rows[1]["out_of"] == "10"
+
+
+def test_cli_one_file_text_report(capsys):
+    assert G.main(["3", str(WRONG / "03_conv_backward.py"), "--no-isolate"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL 0/3  dx" in out and "ok   3/3  dw" in out and "Total: 5/10" in out
+
+
+def test_cli_list_and_help(capsys):
+    assert G.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for a in G.ASSIGNMENTS.values():
+        assert a.name in out
+    with pytest.raises(SystemExit) as exit_:
+        G.main(["--help"])
+    assert exit_.value.code == 0 and "--csv" in capsys.readouterr().out
+
+
+def test_cli_usage_errors_exit_2(tmp_path, capsys):
+    assert G.main(["no_such_thing", str(SOLUTIONS / "01_cosine_schedule.py")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown assignment 'no_such_thing'" in err and "1 (cosine_schedule)" in err
+    assert G.main(["1", str(tmp_path / "missing.py")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert G.main(["1", str(tmp_path)]) == 2                 # an empty folder
+    assert "no *.py files" in capsys.readouterr().err
+    assert G.main(["1"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        G.main(["1", "x.py", "--time-limit", "soon"])
+    assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize("text", ["1", "01", "cosine_schedule", "01_cosine_schedule",
+                                  "01_cosine_schedule.py", "cosine", "Cosine-Schedule"])
+def test_assignment_by_number_or_name(text):
+    assert G.find_assignment(text).key == "01_cosine_schedule"
+
+
+# --------------------------------------------------------------------------- not shipped
+
+def test_solutions_are_not_importable_from_the_package():
+    for folder in (SOLUTIONS, WRONG):
+        for path in folder.glob("*.py"):
+            assert importlib.util.find_spec(f"tinyddpm.{path.stem}") is None
+    for name in ("tinyddpm.solutions", "tinyddpm.assignments", "tinyddpm.lessons"):
+        assert importlib.util.find_spec(name) is None
+    packages = setuptools.find_packages(str(ROOT), include=["tinyddpm*"])
+    assert packages and all(p.startswith("tinyddpm") for p in packages)
+    assert not any("assign" in p or "solution" in p for p in packages)
+
+
+def solution_blocks(key):
+    """The runs of lines of a solution file that are not in the stub: the answers."""
+    stub_lines = set((STUBS / f"{key}.py").read_text().splitlines())
+    blocks, run = [], []
+    for line in (SOLUTIONS / f"{key}.py").read_text().splitlines()[4:]:  # after the header
+        if line not in stub_lines:
+            run.append(line.split("#")[0].strip())
+        elif run:
+            blocks.append("\n".join(run))
+            run = []
+    return blocks + (["\n".join(run)] if run else [])
+
+
+def test_no_package_file_contains_solution_code():
+    package_text = "\n".join(line.split("#")[0].strip() for p in (ROOT / "tinyddpm").rglob("*.py")
+                             for line in p.read_text().splitlines())
+    for key in KEYS:
+        blocks = solution_blocks(key)
+        assert sum(block.count("\n") + 1 for block in blocks) >= 3, key
+        for block in blocks:
+            assert block not in package_text, (key, block)
