@@ -447,7 +447,11 @@ def _close(got, expected, what, rtol=1e-5, atol=1e-6, where=None, mistakes=(), c
     ``where(idx) -> str`` names an element (default "element (i, j, ...)"); ``mistakes`` is a list
     of (wrong_expected, hint): when ``got`` matches one, the hint is added to the message.
     """
-    got = np.asarray(got, dtype=np.float64)
+    try:
+        got = np.asarray(got, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise Fail(f"{what} should hold real numbers, got dtype "
+                   f"{getattr(got, 'dtype', type(got).__name__)}") from None
     expected = np.asarray(expected, dtype=np.float64)
     if got.shape != expected.shape:
         raise Fail(f"{what} has the wrong shape: expected {expected.shape}, got {got.shape}")
