@@ -207,3 +207,15 @@ def test_layer_names_come_from_attributes():
     model = Tiny()
     with pytest.raises(ValueError, match="Conv2D 'conv'"):
         model(np.zeros((1, 5, 5), np.float32))
+
+
+def test_embedding_rows_gradients_and_bad_indices():
+    layer = nn.Embedding(5, 3).astype(np.float64)
+    idx = np.array([4, 0, 4, 2])  # a repeated row: its gradients add up
+    np.testing.assert_array_equal(layer(idx).data, layer.embeddings.data[idx])
+    assert np.abs(layer.embeddings.data).max() <= 0.05
+    assert gradcheck(lambda: layer(idx), wrt=layer.parameters())
+    with pytest.raises(ValueError, match=r"0\.\.4"):
+        layer(np.array([5]))
+    with pytest.raises(TypeError, match="integer indices"):
+        layer(np.array([0.5]))

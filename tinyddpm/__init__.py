@@ -19,7 +19,7 @@ from .testing import gradcheck  # noqa: E402
 # the slides, one name each
 from .callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
-from .data import CLASS_NAMES, load_fashion_mnist, split_train_valid  # noqa: E402
+from .data import CLASS_NAMES, class_index, load_fashion_mnist, split_train_valid  # noqa: E402
 from .diffusion import (forward_step, generate, generate_ddim, prepare_batch,  # noqa: E402
                         prepare_dataset, q_sample)
 from .model import History, Model, TrainingDiverged  # noqa: E402
@@ -27,8 +27,17 @@ from .schedule import linear_schedule, variance_schedule  # noqa: E402
 from .unet import build_diffusion_model  # noqa: E402
 
 
-def load_pretrained(path=None):
-    """The shipped diffusion model, ready to sample (see :mod:`tinyddpm.pretrained`)."""
-    from .pretrained import PRETRAINED_PATH, load_pretrained as _load
+def load_pretrained(path=None, kind="book"):
+    """A shipped model, ready to sample (see :mod:`tinyddpm.pretrained`).
 
-    return _load(path or PRETRAINED_PATH)
+    ``kind``: "book" (the book's U-Net), "conditional" (class-conditional, for
+    ``generate_ddim(model, label=..., guidance=...)``) or "latent" (latent diffusion).
+    """
+    from . import pretrained
+
+    if kind == "latent":
+        return pretrained.load_pretrained_latent(path or pretrained.LATENT_PATH)
+    paths = {"book": pretrained.PRETRAINED_PATH, "conditional": pretrained.CONDITIONAL_PATH}
+    if kind not in paths:
+        raise ValueError(f"kind must be 'book', 'conditional' or 'latent', got {kind!r}")
+    return pretrained.load_pretrained(path or paths[kind])

@@ -12,11 +12,16 @@ import numpy as np
 def _train(args):
     import tinyddpm as td
 
-    (X_full, _), _ = td.load_fashion_mnist(args.data_dir)
+    (X_full, y_full), _ = td.load_fashion_mnist(args.data_dir)
     n_valid = 5000 if len(X_full) >= 20000 else len(X_full) // 12  # the embedded subset is small
-    X_train, X_valid = td.split_train_valid(X_full, n_valid=n_valid)
+    (X_train, y_train), (X_valid, y_valid) = td.split_train_valid(X_full, y_full, n_valid=n_valid)
     seed = args.seed if args.seed is not None else int(np.random.default_rng().integers(2**31))
-    model = td.build_diffusion_model(seed=seed)
+    conditional = args.conditional
+    if args.resume and os.path.exists(args.checkpoint):  # resume what the checkpoint holds
+        from tinyddpm.checkpoint import read_checkpoint
+
+        conditional = "num_classes" in (read_checkpoint(args.checkpoint)[0].get("config") or {})
+    model = td.build_diffusion_model(seed=seed, num_classes=10 if conditional else None)
     model.compile(loss=td.Huber(), optimizer=td.Nadam(learning_rate=args.learning_rate),
                   ema=args.ema)
     ckpt = args.checkpoint
@@ -31,30 +36,133 @@ def _train(args):
     elif os.path.exists(ckpt):
         sys.exit(f"{ckpt!r} already exists: pass --resume to continue it, or choose another "
                  "--checkpoint")
-    train_set = td.prepare_dataset(X_train, args.batch_size, shuffle=True, seed=seed)
-    valid_set = td.prepare_dataset(X_valid, args.batch_size, seed=seed + 1)
-    print(f"Training the book's U-Net ({model.count_params():,} weights) on {len(X_train):,} "
+    elif args.init_from:
+        names = _init_from(model, args.init_from)
+        print(f"Started from the weights in {args.init_from}; new: {', '.join(names) or 'none'}")
+    labels = {"labels": y_train, "label_dropout": args.label_dropout} if conditional else {}
+    train_set = td.prepare_dataset(X_train, args.batch_size, shuffle=True, seed=seed, **labels)
+    valid_set = td.prepare_dataset(X_valid, args.batch_size, seed=seed + 1,
+                                   **({**labels, "labels": y_valid} if conditional else {}))
+    what = ("the class-conditional U-Net (labels dropped with probability "
+            f"{args.label_dropout:g})" if conditional else "the book's U-Net")
+    print(f"Training {what} ({model.count_params():,} weights) on {len(X_train):,} "
           f"images, validating on {len(X_valid):,}; batch {args.batch_size}, seed {seed}")
     latest = td.ModelCheckpoint(ckpt, save_on_interrupt=True, extra={"data_seed": seed})
     best = td.ModelCheckpoint(best_path, save_best_only=True, extra={"data_seed": seed})
     if args.resume and model.history.history.get("val_loss"):
         best.best = min(model.history.history["val_loss"])
+    resume = (f"python -m tinyddpm train --epochs {args.epochs} --checkpoint {ckpt} --resume"
+              + (f" --data-dir {args.data_dir}" if args.data_dir else ""))
     start = time.perf_counter()
+    code = _fit(model, train_set, valid_set, args, [latest, best], args.epochs, ckpt, resume)
+    if code:
+        return code
+    print(f"Done in {time.perf_counter() - start:.0f} s. Latest state: {ckpt}; best validation "
+          f"loss: {best_path}")
+    return 0
+
+
+def _init_from(model, path):
+    """Copy the weights of checkpoint ``path`` into ``model``; those the checkpoint lacks (e.g.
+    the class embedding, to fine-tune an unconditional model into a conditional one) keep their
+    fresh values. Returns their names."""
+    from tinyddpm.checkpoint import CheckpointError, read_checkpoint
+
+    weights = read_checkpoint(path)[1]
+    state = model.state_dict()
+    foreign = sorted(set(weights) - set(state))
+    wrong = sorted(k for k in weights if k in state and weights[k].shape != state[k].shape)
+    if foreign or wrong:
+        raise CheckpointError(f"--init-from {path!r} does not fit this model: unknown weights "
+                              f"{foreign[:5]}, wrong shapes {wrong[:5]}")
+    model.load_state_dict({**state, **weights})
+    return sorted(set(state) - set(weights))
+
+
+def _fit(model, train_set, valid_set, args, callbacks, epochs, ckpt, resume_command):
+    """model.fit with the command line's answers to Ctrl-C and to a diverging loss."""
+    import tinyddpm as td
+
     try:
-        model.fit(train_set, epochs=args.epochs, validation_data=valid_set,
-                  callbacks=[latest, best], verbose=0 if args.quiet else 1,
-                  steps_per_epoch=args.steps_per_epoch)
+        model.fit(train_set, epochs=epochs, validation_data=valid_set, callbacks=callbacks,
+                  verbose=0 if args.quiet else 1, steps_per_epoch=args.steps_per_epoch)
     except KeyboardInterrupt:
         print(f"\nInterrupted. The state after epoch {model.epoch + 1}, batch "
-              f"{model.step_in_epoch} is saved in {ckpt}; continue with:\n  python -m tinyddpm "
-              f"train --epochs {args.epochs} --checkpoint {ckpt} --resume"
-              + (f" --data-dir {args.data_dir}" if args.data_dir else ""))
+              f"{model.step_in_epoch} is saved in {ckpt}; continue with:\n  {resume_command}")
         return 130
     except td.TrainingDiverged as e:
         print(f"\nStopped: {e}\nThe last good checkpoint is {ckpt}.", file=sys.stderr)
         return 1
+    return 0
+
+
+def _train_latent(args):
+    """Phase 1: the autoencoder (reconstruction, MAE); phase 2: the DDPM over its latents."""
+    import tinyddpm as td
+    from tinyddpm import latent
+
+    (X_full, _), _ = td.load_fashion_mnist(args.data_dir)
+    n_valid = 5000 if len(X_full) >= 20000 else len(X_full) // 12
+    X_train, X_valid = td.split_train_valid(X_full, n_valid=n_valid)
+    seed = args.seed if args.seed is not None else int(np.random.default_rng().integers(2**31))
+    ckpt = args.checkpoint
+    base = os.path.splitext(ckpt)[0]
+    ae_path, best_path = base + ".autoencoder.npz", base + ".best.npz"
+    resume = (f"python -m tinyddpm train-latent --ae-epochs {args.ae_epochs} --epochs "
+              f"{args.epochs} --checkpoint {ckpt} --resume"
+              + (f" --data-dir {args.data_dir}" if args.data_dir else ""))
+    for path in (ckpt, ae_path):
+        if os.path.exists(path) and not args.resume:
+            sys.exit(f"{path!r} already exists: pass --resume to continue it, or choose another "
+                     "--checkpoint")
+    if args.resume and os.path.exists(ckpt):
+        model, header = latent.model_from_checkpoint(ckpt)
+        seed = header.get("data_seed", seed)
+        print(f"Resuming the latent model from {ckpt}: {model.epoch} epochs and "
+              f"{model.step_in_epoch} batches done (data seed {seed})")
+    else:
+        if args.resume and not os.path.exists(ae_path):
+            sys.exit(f"--resume: no checkpoint at {ckpt!r} or {ae_path!r}; start without --resume")
+        ae = latent.build_autoencoder(seed=seed)
+        ae.compile(loss="mae", optimizer=td.Nadam(learning_rate=args.learning_rate))
+        if args.resume:
+            seed = td.load_checkpoint(ae_path, ae, ae.optimizer).get("data_seed", seed)
+            print(f"Resuming the autoencoder from {ae_path}: {ae.epoch} epochs and "
+                  f"{ae.step_in_epoch} batches done (data seed {seed})")
+        if ae.epoch < args.ae_epochs:
+            print(f"Phase 1/2: the autoencoder ({ae.count_params():,} weights, 28x28x1 -> "
+                  f"{'x'.join(map(str, ae.latent_shape))}) on {len(X_train):,} images, batch "
+                  f"{args.batch_size}, seed {seed}")
+            ae_ckpt = td.ModelCheckpoint(ae_path, save_on_interrupt=True,
+                                         extra={"data_seed": seed})
+            code = _fit(ae, latent.image_batches(X_train, args.batch_size, True, seed),
+                        latent.image_batches(X_valid, 256), args, [ae_ckpt], args.ae_epochs,
+                        ae_path, resume)
+            if code:
+                return code
+        ae.fit_latent_scale(X_train)
+        error = float(np.abs(ae.reconstruct(X_valid) - X_valid[..., None]).mean())
+        print(f"Autoencoder: validation reconstruction error (mean |x - x_hat|, pixels in [0, 1]) "
+              f"{error:.4f}; latent std per channel before scaling {np.round(ae.latent_std, 3)}")
+        model = latent.build_latent_model(ae, seed=seed + 1)
+        model.compile(loss=td.Huber(), optimizer=td.Nadam(learning_rate=args.learning_rate),
+                      ema=args.ema)
+    Z_train = model.autoencoder.encode(X_train)
+    Z_valid = model.autoencoder.encode(X_valid)
+    train_set = td.prepare_dataset(Z_train, args.batch_size, shuffle=True, seed=seed, scale=False)
+    valid_set = td.prepare_dataset(Z_valid, args.batch_size, seed=seed + 1, scale=False)
+    print(f"Phase 2/2: the latent U-Net ({model.unet.count_params():,} weights) on "
+          f"{len(Z_train):,} latents {Z_train.shape[1:]}, batch {args.batch_size}, seed {seed}")
+    latest = td.ModelCheckpoint(ckpt, save_on_interrupt=True, extra={"data_seed": seed})
+    best = td.ModelCheckpoint(best_path, save_best_only=True, extra={"data_seed": seed})
+    if model.history.history.get("val_loss"):
+        best.best = min(model.history.history["val_loss"])
+    start = time.perf_counter()
+    code = _fit(model, train_set, valid_set, args, [latest, best], args.epochs, ckpt, resume)
+    if code:
+        return code
     print(f"Done in {time.perf_counter() - start:.0f} s. Latest state: {ckpt}; best validation "
-          f"loss: {best_path}")
+          f"loss: {best_path}; sample with: python -m tinyddpm sample --latent --checkpoint {ckpt}")
     return 0
 
 
@@ -62,8 +170,33 @@ def _sample(args):
     import tinyddpm as td
     from tinyddpm.plotting import save_grid
 
-    model = td.build_diffusion_model()
-    header = td.load_checkpoint(args.checkpoint, model)
+    if args.latent:
+        from tinyddpm.latent import model_from_checkpoint
+
+        model, header = model_from_checkpoint(args.checkpoint)
+    else:
+        from tinyddpm.checkpoint import read_checkpoint
+
+        config = read_checkpoint(args.checkpoint)[0].get("config") or {}
+        if config.get("latent"):
+            sys.exit(f"{args.checkpoint!r} holds a latent diffusion model: add --latent")
+        model = td.build_diffusion_model(num_classes=config.get("num_classes"))
+        header = td.load_checkpoint(args.checkpoint, model)
+    n, label, per_class = args.n or 64, None, None
+    if args.class_ is not None:
+        if getattr(model, "num_classes", None) is None:
+            sys.exit(f"--class: {args.checkpoint!r} holds a model without classes; train one "
+                     "with `python -m tinyddpm train --conditional`")
+        if args.class_.lower() == "all":  # one row per class
+            per_class = args.n // 10 if args.n else 10
+            if per_class < 1:
+                sys.exit("--class all: --n must be at least 10 (one image per class)")
+            n, label = 10 * per_class, np.repeat(np.arange(10), per_class)
+        else:
+            try:
+                label = td.data.class_index(args.class_)
+            except ValueError as e:
+                sys.exit(f"--class: {e}")
     used_ema = not args.no_ema and model.use_ema_weights()
     if used_ema and args.recalibrate:
         # the BatchNorm statistics in the checkpoint belong to the trained weights, not to their
@@ -75,18 +208,22 @@ def _sample(args):
         print(f"BatchNorm statistics re-estimated for the averaged weights ({used} batches)")
     model.eval()
     start = time.perf_counter()
+    guide = {"label": label, "guidance": args.guidance}
     if args.sampler == "ddpm":
-        images = td.generate(model, args.n, seed=args.seed)
+        images = td.generate(model, n, seed=args.seed, **guide)
     else:
-        images = td.generate_ddim(model, args.n, steps=args.steps, eta=args.eta, seed=args.seed,
-                                  progress=True)
+        images = td.generate_ddim(model, n, steps=args.steps, eta=args.eta, seed=args.seed,
+                                  progress=True, **guide)
     took = time.perf_counter() - start
     what = "DDPM, %d steps" % (model.config["T"] - 1) if args.sampler == "ddpm" else \
         f"DDIM, {args.steps} steps"
+    if label is not None:
+        what += (", one class a row" if per_class else f", class {td.CLASS_NAMES[label]}") + \
+            f", guidance {args.guidance:g}"
     weights = "moving-average weights" if used_ema else "weights"
-    print(f"{args.n} images ({what}) from {args.checkpoint} ({weights}, epoch "
+    print(f"{n} images ({what}) from {args.checkpoint} ({weights}, epoch "
           f"{header.get('epoch')}) in {took:.1f} s")
-    save_grid(images, args.out)
+    save_grid(images, args.out, ncols=per_class)
     print(f"grid: {args.out}")
     if args.npy:
         np.save(args.npy, images[..., 0].astype(np.float32))
@@ -115,14 +252,54 @@ def build_parser():
                        help="stop each epoch after this many batches (quick trials)")
     train.add_argument("--ema", type=float, default=None, metavar="DECAY",
                        help="keep a moving average of the weights for sampling, e.g. 0.999")
+    train.add_argument("--conditional", action="store_true",
+                       help="class-conditional U-Net for classifier-free guidance (sample it "
+                       "with --class)")
+    train.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                       help="start from these weights (e.g. the shipped model, to fine-tune it "
+                       "into a conditional one); weights it lacks start fresh")
+    train.add_argument("--label-dropout", type=float, default=0.1, metavar="P",
+                       help="with --conditional: train on 'no class' with probability P")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
+
+    tl = sub.add_parser("train-latent", help="train a latent diffusion model (autoencoder, "
+                        "then a DDPM over its latents)",
+                        description="Phase 1 trains an autoencoder (28x28x1 -> 7x7x4 -> 28x28x1, "
+                        "mean absolute error) and saves it to <checkpoint>.autoencoder.npz; phase 2 "
+                        "normalises its latents and trains a small U-Net as a DDPM over them, saving "
+                        "the whole model (autoencoder inside) to --checkpoint after every epoch and "
+                        "on Ctrl-C, and the best validation loss to <checkpoint>.best.npz. "
+                        "--resume continues whichever phase was interrupted.")
+    tl.add_argument("--ae-epochs", type=int, default=5, help="autoencoder epochs (phase 1)")
+    tl.add_argument("--epochs", type=int, required=True, help="latent DDPM epochs (phase 2)")
+    tl.add_argument("--batch-size", type=int, default=32)
+    tl.add_argument("--learning-rate", type=float, default=1e-3, help="Nadam learning rate")
+    tl.add_argument("--data-dir", default=None, help="folder with the four IDX files")
+    tl.add_argument("--checkpoint", default="latent.npz", help="latest-state checkpoint path")
+    tl.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    tl.add_argument("--seed", type=int, default=None, help="seed for weights and data order")
+    tl.add_argument("--steps-per-epoch", type=int, default=None,
+                    help="stop each epoch (of both phases) after this many batches")
+    tl.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                    help="keep a moving average of the latent U-Net's weights, e.g. 0.999")
+    tl.add_argument("--quiet", action="store_true", help="no progress bar")
+    tl.set_defaults(func=_train_latent)
 
     sample = sub.add_parser("sample", help="generate images from a checkpoint",
                             description="Generate images with the full DDPM loop of the slides "
                             "or with DDIM, and save them as a PNG grid (and a .npy array).")
     sample.add_argument("--checkpoint", required=True)
-    sample.add_argument("--n", type=int, default=64, help="number of images")
+    sample.add_argument("--latent", action="store_true",
+                        help="the checkpoint is a latent diffusion model (train-latent)")
+    sample.add_argument("--class", dest="class_", default=None, metavar="CLASS",
+                        help="with a class-conditional model: the class to draw, by name "
+                        "('sneaker') or number (7), or 'all' for a grid with one class a row")
+    sample.add_argument("--guidance", type=float, default=3.0, metavar="W",
+                        help="classifier-free guidance weight w: eps = eps_uncond + w (eps_cond "
+                        "- eps_uncond); 0 unconditional, 1 conditional (default 3)")
+    sample.add_argument("--n", type=int, default=None,
+                        help="number of images (default 64; with --class all: 100)")
     sample.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
     sample.add_argument("--steps", type=int, default=50, help="DDIM steps")
     sample.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic)")

@@ -113,7 +113,8 @@ def load_checkpoint(path, model, optimizer=None):
         raise CheckpointError(f"{path!r} does not fit this model: {e}") from None
     if optimizer is not None and opt:
         try:
-            optimizer.load_state_dict(opt, params=model.parameters())
+            trained = [p for _, p in model.named_trainable_parameters()]
+            optimizer.load_state_dict(opt, params=trained)
         except (ValueError, KeyError) as e:
             raise CheckpointError(f"{path!r}: optimizer state does not fit: {e}") from None
     if ema and hasattr(model, "ema"):

@@ -38,6 +38,26 @@ __all__ = [
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
+
+def class_index(name_or_number):
+    """The label of a class given by number (0-9) or name, any case: ``class_index("sneaker")``
+    is 7; "t-shirt", "top", "ankle boot", "trousers" work too. A ValueError lists the classes."""
+    value = str(name_or_number).strip()
+    if value.isdigit() and int(value) < len(CLASS_NAMES):
+        return int(value)
+
+    def norm(text):
+        return "".join(c for c in text.lower() if c.isalnum())
+
+    wanted = norm(value)
+    for i, name in enumerate(CLASS_NAMES):
+        forms = {norm(name), *(norm(part) for part in name.split("/"))}
+        if wanted in forms or wanted.rstrip("s") in forms:
+            return i
+    choices = ", ".join(f"{i} {name}" for i, name in enumerate(CLASS_NAMES))
+    raise ValueError(f"unknown class {name_or_number!r}; the ten Fashion-MNIST classes are: "
+                     f"{choices} (give the name or the number)")
+
 #: The folders searched after ``data_dir`` and ``$TINYDDPM_DATA`` ("~" expanded at call time).
 SEARCH_DIRS = ("/usr/share/datasets/fashion-mnist", "~/.keras/datasets/fashion-mnist")
 

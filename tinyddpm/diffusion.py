@@ -193,7 +193,8 @@ def _schedule_and_T(alpha_cumprod, T_):
     return alpha_cumprod, T_
 
 
-def prepare_batch(X, alpha_cumprod=None, T=None, rng=None):
+def prepare_batch(X, alpha_cumprod=None, T=None, rng=None, scale=True, y=None,
+                  label_dropout=0.1, num_classes=10):
     r"""Turn clean images into a training batch: noisy images, their time steps, the noise.
 
     .. math::
@@ -227,6 +228,14 @@ def prepare_batch(X, alpha_cumprod=None, T=None, rng=None):
         Largest time step drawn. Default: 4000, or ``len(alpha_cumprod) - 1``.
     rng : numpy.random.Generator or int, optional
         Draws t first, then the noise.
+    scale : bool
+        False: ``X`` is already in the space the model denoises (float32 NHWC, e.g. the
+        normalised latents of :mod:`tinyddpm.latent`) and is used as it is.
+    y : numpy.ndarray of int, shape (N,), optional
+        Class labels, for a class-conditional model: the inputs then carry ``"label"``, where
+        each label is replaced by ``num_classes`` ("no class") with probability
+        ``label_dropout`` -- classifier-free guidance training, so that one model learns both
+        eps(x_t, t, class) and eps(x_t, t).
 
     Returns
     -------
@@ -235,13 +244,20 @@ def prepare_batch(X, alpha_cumprod=None, T=None, rng=None):
     noise : numpy.ndarray
         float32 (N, H, W, C), the epsilon added (the training target).
     """
-    X = _images_nhwc01(X) * 2 - 1  # scale from -1 to +1
+    X = _images_nhwc01(X) * 2 - 1 if scale else _float_array(X, "X")  # scale from -1 to +1
     alpha_cumprod, T_ = _schedule_and_T(alpha_cumprod, T)
     rng = _rng(rng)
     t = rng.integers(1, T_ + 1, size=len(X)).astype(np.int32)
     noise = rng.standard_normal(X.shape, dtype=np.float32)
     X_noisy = q_sample(X, t, alpha_cumprod, noise=noise)
-    return {"X_noisy": X_noisy, "time": t}, noise
+    if y is None:
+        return {"X_noisy": X_noisy, "time": t}, noise
+    label = np.array(y, dtype=np.int64)
+    if label.shape != (len(X),) or label.min() < 0 or label.max() >= num_classes:
+        raise ValueError(f"y must hold {len(X)} class labels in 0..{num_classes - 1}, got shape "
+                         f"{label.shape}, values {label.min()}..{label.max()}")
+    label[rng.random(len(X)) < label_dropout] = num_classes  # "no class"
+    return {"X_noisy": X_noisy, "time": t, "label": label}, noise
 
 
 # --------------------------------------------------------------------------- the data pipeline
@@ -303,7 +319,8 @@ class BatchDataset:
     _thread_prefix = "tinyddpm-prefetch"
 
     def __init__(self, X, batch_size=32, shuffle=False, seed=None, *, alpha_cumprod=None,
-                 T=None, buffer_size=10_000, prefetch=1, epoch=0):
+                 T=None, buffer_size=10_000, prefetch=1, epoch=0, scale=True, labels=None,
+                 label_dropout=0.1):
         if not isinstance(X, np.ndarray) or X.ndim not in (3, 4) or len(X) == 0:
             raise ValueError("X must be a non-empty numpy array of shape (N, H, W) or "
                              f"(N, H, W, C), got {getattr(X, 'shape', type(X).__name__)}")
@@ -318,6 +335,12 @@ class BatchDataset:
         self.buffer_size = int(buffer_size)
         self.prefetch = int(prefetch)
         self.alpha_cumprod, self.T = _schedule_and_T(alpha_cumprod, T)
+        self.scale = bool(scale)
+        if labels is not None and np.shape(labels) != (len(X),):
+            raise ValueError(f"labels must have shape ({len(X)},) to match X, got "
+                             f"{np.shape(labels)}")
+        self.labels = None if labels is None else np.asarray(labels, np.int64)
+        self.label_dropout = float(label_dropout)
         #: The seed actually used (drawn from fresh entropy when seed=None): log it to replay.
         self.seed = int(np.random.SeedSequence().entropy) if seed is None else int(seed)
         self.epoch = int(epoch)  # the epoch the next iter() will produce
@@ -345,7 +368,9 @@ class BatchDataset:
         rng = np.random.default_rng(batch_seed)
         for start in range(0, n, self.batch_size):
             index = order[start:start + self.batch_size]
-            yield prepare_batch(self.X[index], self.alpha_cumprod, self.T, rng)
+            y = None if self.labels is None else self.labels[index]
+            yield prepare_batch(self.X[index], self.alpha_cumprod, self.T, rng, self.scale, y,
+                                self.label_dropout)
 
     def _prefetched(self, batches, epoch):
         """Run ``batches`` in a daemon thread, at most ``prefetch`` batches ahead."""
@@ -444,7 +469,9 @@ def prepare_dataset(X, batch_size=32, shuffle=False, seed=None, **options):
     seed : int, optional
     **options
         ``buffer_size=10_000``, ``prefetch=1`` (0: no thread), ``epoch=0``,
-        ``alpha_cumprod=None``, ``T=None``, passed to :class:`BatchDataset`.
+        ``alpha_cumprod=None``, ``T=None``, ``scale=True`` (False for latents),
+        ``labels=None`` (class labels for a conditional model), ``label_dropout=0.1`` (see
+        :func:`prepare_batch`), passed to :class:`BatchDataset`.
 
     Returns
     -------
@@ -456,18 +483,71 @@ def prepare_dataset(X, batch_size=32, shuffle=False, seed=None, **options):
 
 # --------------------------------------------------------------------------- generation
 
-def _predict_noise(model, X, t):
-    """eps_theta(x_t, t) for a whole batch at one time step t, in inference mode."""
+def _predict_noise(model, X, t, label=None, guidance=1.0):
+    """eps_theta(x_t, t) for a whole batch at one time step t, in inference mode.
+
+    A class-conditional model (``num_classes`` set) mixes its conditional and unconditional
+    predictions -- classifier-free guidance (Ho & Salimans, 2022):
+
+        eps = eps(x_t, t) + w (eps(x_t, t, class) - eps(x_t, t))
+
+    w = 0: unconditional (also what ``label=None`` gives); w = 1: plain conditional; w > 1:
+    pushed further towards the class. Both predictions come from one call on a doubled batch.
+    """
     from .tensor import no_grad
 
-    with no_grad():
-        out = model({"X_noisy": X, "time": np.full(len(X), t, dtype=np.int64)})
-    return out.data if hasattr(out, "data") else np.asarray(out)
+    def run(inputs):
+        with no_grad():
+            out = model(inputs)
+        return out.data if hasattr(out, "data") else np.asarray(out)
+
+    n = len(X)
+    time = np.full(n, t, dtype=np.int64)
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        return run({"X_noisy": X, "time": time})
+    null = np.full(n, num_classes, dtype=np.int64)
+    if label is None or guidance == 0:
+        return run({"X_noisy": X, "time": time, "label": null})
+    if guidance == 1:
+        return run({"X_noisy": X, "time": time, "label": label})
+    both = run({"X_noisy": np.concatenate([X, X]), "time": np.concatenate([time, time]),
+                "label": np.concatenate([label, null])})
+    cond, uncond = both[:n], both[n:]
+    return uncond + guidance * (cond - uncond)
+
+
+def _labels(model, label, batch_size):
+    """``label`` (None, one class for all, or (batch_size,) classes) as an int64 array or None."""
+    if label is None:
+        return None
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        raise ValueError("this model is not class-conditional: it cannot generate a requested "
+                         "class (train one with `python -m tinyddpm train --conditional`)")
+    label = np.broadcast_to(np.asarray(label), (batch_size,)).astype(np.int64)
+    if label.min() < 0 or label.max() >= num_classes:
+        raise ValueError(f"class labels must lie in 0..{num_classes - 1}, got "
+                         f"{label.min()}..{label.max()}")
+    return label
 
 
 def _to_unit_range(X):
     """[-1, 1] -> [0, 1], clipped (the inverse of prepare_batch's scaling)."""
     return np.clip((X + 1) / 2, 0, 1).astype(np.float32)
+
+
+def _sample_shape(model, batch_size):
+    """The shape the model denoises: (N, 28, 28, 1) images, or e.g. (N, 7, 7, 4) latents."""
+    return (batch_size, *getattr(model, "image_shape", (28, 28, 1)))
+
+
+def _finish(model, X):
+    """The last x_0 as images in [0, 1]: rescaled pixels, or decoded latents for a model with a
+    ``decode_samples`` method (:class:`tinyddpm.latent.LatentDiffusion`)."""
+    if hasattr(model, "decode_samples"):
+        return model.decode_samples(X)
+    return _to_unit_range(X)
 
 
 def _model_T(model, T_):
@@ -485,29 +565,35 @@ def ddpm_step(X, eps, t, alpha, alpha_cumprod, beta, z):
             + (1 - alpha[t]) ** 0.5 * z).astype(np.float32)
 
 
-def generate(model, batch_size=32, seed=None, T=None, progress=True, callback=None):
+def generate(model, batch_size=32, seed=None, T=None, progress=True, callback=None, label=None,
+             guidance=3.0):
     """The slide's ``generate``: start from pure noise and apply every reverse step.
 
         X = N(0, I);  for t = T-1 .. 1:  X = ddpm_step(X, model(X, t), t, z)
 
     exactly as on the slide (the loop starts at t = T - 1, and z = 0 when t = 1). ``callback(t,
     X)`` is called after each step (e.g. to record frames). Returns images in [0, 1],
-    (batch_size, 28, 28, 1) float32. Deterministic for a given ``seed``.
+    (batch_size, 28, 28, 1) float32. Deterministic for a given ``seed``. A latent model
+    (:mod:`tinyddpm.latent`) runs the same loop on its latents, then decodes them. For a
+    class-conditional model, ``label`` (a class, or one per image) and ``guidance`` (w) steer
+    the noise prediction (see :func:`_predict_noise`).
     """
+    label = _labels(model, label, batch_size)
     T_ = _model_T(model, T)
     alpha, alpha_cumprod, beta = get_schedule(T_)
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((batch_size, 28, 28, 1), dtype=np.float32)
+    X = rng.standard_normal(_sample_shape(model, batch_size), dtype=np.float32)
     steps = range(T_ - 1, 0, -1)
     if progress:
         from tqdm.auto import tqdm
         steps = tqdm(steps, desc="DDPM sampling", unit="step")
     for t in steps:
         z = rng.standard_normal(X.shape, dtype=np.float32) if t > 1 else np.zeros_like(X)
-        X = ddpm_step(X, _predict_noise(model, X, t), t, alpha, alpha_cumprod, beta, z)
+        eps = _predict_noise(model, X, t, label, guidance)
+        X = ddpm_step(X, eps, t, alpha, alpha_cumprod, beta, z)
         if callback is not None:
             callback(t, X)
-    return _to_unit_range(X)
+    return _finish(model, X)
 
 
 def ddim_timesteps(T_, steps):
@@ -524,10 +610,14 @@ def ddim_step(X, eps, abar_t, abar_prev, eta=0.0, clip=True, z=None):
         eps = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)          eps recomputed from it)
         sigma = eta sqrt((1 - abar_t') / (1 - abar_t)) sqrt(1 - abar_t / abar_t')
         x_t' = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps + sigma z
+
+    ``clip``: True clips x0_hat to [-1, 1] (pixels); a number b clips it to [-b, b] (latents);
+    False does not clip.
     """
     x0 = (X - (1 - abar_t) ** 0.5 * eps) / abar_t ** 0.5
-    if clip:
-        x0 = np.clip(x0, -1, 1)
+    if clip is not False and clip is not None:
+        bound = 1.0 if clip is True else float(clip)
+        x0 = np.clip(x0, -bound, bound)
         eps = (X - abar_t ** 0.5 * x0) / (1 - abar_t) ** 0.5
     sigma = eta * ((1 - abar_prev) / (1 - abar_t)) ** 0.5 * (1 - abar_t / abar_prev) ** 0.5
     X = abar_prev ** 0.5 * x0 + max(1 - abar_prev - sigma ** 2, 0.0) ** 0.5 * eps
@@ -537,18 +627,23 @@ def ddim_step(X, eps, abar_t, abar_prev, eta=0.0, clip=True, z=None):
 
 
 def generate_ddim(model, batch_size=32, steps=50, eta=0.0, clip=True, seed=None, T=None,
-                  progress=False, callback=None):
+                  progress=False, callback=None, label=None, guidance=3.0):
     """Fast sampling with DDIM over ``steps`` evenly spaced time steps (see :func:`ddim_step`).
 
     ``eta=0`` is deterministic given the starting noise; ``eta=1`` is DDPM-like. ``clip`` keeps
-    the predicted x_0 in [-1, 1] and recomputes the noise from it (without it, samples collapse).
+    the predicted x_0 in [-1, 1] and recomputes the noise from it (without it, samples collapse);
+    a latent model clips to its own bound (``model.x0_bound``).
     Returns images in [0, 1], (batch_size, 28, 28, 1) float32; deterministic for a ``seed``.
+    ``label`` and ``guidance``: as in :func:`generate`, for a class-conditional model.
     """
+    label = _labels(model, label, batch_size)
     T_ = _model_T(model, T)
     _, alpha_cumprod, _ = get_schedule(T_)
     ts = ddim_timesteps(T_, steps)
+    if clip is True and hasattr(model, "x0_bound"):
+        clip = model.x0_bound
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((batch_size, 28, 28, 1), dtype=np.float32)
+    X = rng.standard_normal(_sample_shape(model, batch_size), dtype=np.float32)
     order = range(len(ts) - 1, -1, -1)
     if progress:
         from tqdm.auto import tqdm
@@ -558,7 +653,8 @@ def generate_ddim(model, batch_size=32, steps=50, eta=0.0, clip=True, seed=None,
         abar_t = float(alpha_cumprod[t])
         abar_prev = float(alpha_cumprod[ts[k - 1]]) if k > 0 else 1.0
         z = rng.standard_normal(X.shape, dtype=np.float32) if eta > 0 else None
-        X = ddim_step(X, _predict_noise(model, X, t), abar_t, abar_prev, eta, clip, z)
+        eps = _predict_noise(model, X, t, label, guidance)
+        X = ddim_step(X, eps, abar_t, abar_prev, eta, clip, z)
         if callback is not None:
             callback(t, X)
-    return _to_unit_range(X)
+    return _finish(model, X)

@@ -108,7 +108,8 @@ class Model(Module):
         if self.ema is None or self.ema.shadow is None:
             return False
         for name, p in self.named_parameters():
-            p.data = self.ema.shadow[name].astype(p.dtype, copy=True)
+            if name in self.ema.shadow:  # frozen (non-trainable) weights have no average
+                p.data = self.ema.shadow[name].astype(p.dtype, copy=True)
         return True
 
     def _require_compiled(self, what):
@@ -122,13 +123,14 @@ class Model(Module):
         value = float(loss.data)
         if not math.isfinite(value):
             return value  # fit() reports it; the weights are not touched
-        params = self.parameters()
+        named = list(self.named_trainable_parameters())
+        params = [p for _, p in named]
         for p in params:
             p.grad = None
         loss.backward()
         self.optimizer.step(params)
         if self.ema is not None:
-            self.ema.update(list(self.named_parameters()))
+            self.ema.update(named)
         return value
 
     def fit(self, train_set, epochs=1, validation_data=None, callbacks=(), initial_epoch=None,

@@ -62,6 +62,7 @@ class Module:
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         self.training = True
+        self.trainable = True  # False: training leaves this module's weights alone
         self.built = False
         self.name = name
         self.input_channels = None
@@ -109,6 +110,16 @@ class Module:
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
+
+    def named_trainable_parameters(self, prefix=""):
+        """The parameters training updates: all but those inside a module whose ``trainable`` is
+        False (as in Keras, e.g. the frozen autoencoder of a latent diffusion model)."""
+        if not self.trainable:
+            return
+        for key in self._parameters:
+            yield (f"{prefix}.{key}" if prefix else key), getattr(self, key)
+        for key, module in self._modules.items():
+            yield from module.named_trainable_parameters(f"{prefix}.{key}" if prefix else key)
 
     def named_buffers(self):
         for path, module in self.named_modules():
@@ -516,6 +527,31 @@ class TimeEncoding(Module):
             raise ValueError(f"{self._label()}: time steps must lie in 0..{self.T}, received "
                              f"{time.min()}..{time.max()}")
         return Tensor(self.table[time])
+
+
+class Embedding(Module):
+    """A learned table of ``input_dim`` vectors of size ``output_dim`` (Keras' ``Embedding``).
+
+    Called on an int array of indices (N,), it returns the rows (N, output_dim); the backward
+    adds each row's gradient into the row it came from. Initialised U(-0.05, 0.05) as in Keras.
+    """
+
+    def __init__(self, input_dim, output_dim, name=None):
+        super().__init__(name)
+        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        self.add_weight("embeddings", (self.input_dim, self.output_dim),
+                        lambda shape: _rng.uniform(-0.05, 0.05, size=shape))
+        self.built = True
+
+    def __call__(self, indices):
+        indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+        if indices.dtype.kind not in "iu" or indices.ndim != 1:
+            raise TypeError(f"{self._label()}: expected integer indices of shape (N,), received "
+                            f"{indices.dtype} {indices.shape}")
+        if indices.size and (indices.min() < 0 or indices.max() >= self.input_dim):
+            raise ValueError(f"{self._label()}: indices must lie in 0..{self.input_dim - 1}, "
+                             f"received {indices.min()}..{indices.max()}")
+        return ops.gather(self.embeddings, indices)
 
 
 class Sequential(Module):

@@ -13,18 +13,34 @@ from pathlib import Path
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 
 PRETRAINED_PATH = Path(__file__).resolve().parent / "assets" / "book_unet.npz"
+LATENT_PATH = Path(__file__).resolve().parent / "assets" / "latent_unet.npz"
+CONDITIONAL_PATH = Path(__file__).resolve().parent / "assets" / "conditional_unet.npz"
 
 
 def load_pretrained(path=PRETRAINED_PATH):
-    """The shipped diffusion model, in inference mode (``generate`` / ``generate_ddim`` ready)."""
+    """The shipped diffusion model, in inference mode (``generate`` / ``generate_ddim`` ready).
+
+    ``load_pretrained(CONDITIONAL_PATH)`` gives the shipped class-conditional model."""
     from .unet import build_diffusion_model
 
     if not os.path.exists(path):
         raise CheckpointError(f"the pretrained model {str(path)!r} is missing from this install; "
                               "reinstall tinyddpm, or train one with `python -m tinyddpm train`")
-    model = build_diffusion_model()
+    config = read_checkpoint(path)[0].get("config") or {}
+    model = build_diffusion_model(num_classes=config.get("num_classes"))
     load_checkpoint(path, model)
     return model.eval()
+
+
+def load_pretrained_latent(path=LATENT_PATH):
+    """The shipped latent diffusion model (autoencoder + latent U-Net), in inference mode."""
+    from .latent import model_from_checkpoint
+
+    if not os.path.exists(path):
+        raise CheckpointError(f"the pretrained latent model {str(path)!r} is missing from this "
+                              "install; reinstall tinyddpm, or train one with `python -m tinyddpm "
+                              "train-latent`")
+    return model_from_checkpoint(path)[0].eval()
 
 
 def recalibrate_on_training_data(model, batches=200, data_dir=None):
@@ -35,23 +51,42 @@ def recalibrate_on_training_data(model, batches=200, data_dir=None):
     from .data import load_fashion_mnist, split_train_valid
     from .diffusion import prepare_dataset
 
-    (X_full, _), _ = load_fashion_mnist(data_dir)
-    X_train, _ = split_train_valid(X_full, n_valid=len(X_full) // 12)
-    data = prepare_dataset(X_train, 32, shuffle=True, seed=0)
+    if hasattr(model, "autoencoder"):  # a latent model: its U-Net sees encoded images
+        from .latent import training_latents
+
+        data = prepare_dataset(training_latents(model, data_dir=data_dir), 32, shuffle=True,
+                               seed=0, scale=False)
+        return model.recalibrate_batchnorm(data, batches=batches)
+    (X_full, y_full), _ = load_fashion_mnist(data_dir)
+    (X_train, y_train), _ = split_train_valid(X_full, y_full, n_valid=len(X_full) // 12)
+    # a class-conditional model sees labels (and "no class") as in training
+    labels = {"labels": y_train} if getattr(model, "num_classes", None) is not None else {}
+    data = prepare_dataset(X_train, 32, shuffle=True, seed=0, **labels)
     return model.recalibrate_batchnorm(data, batches=batches)
 
 
-def export_pretrained(checkpoint, out=PRETRAINED_PATH, recalibrate=200, data_dir=None):
-    """Write the sampling-ready model from a training ``checkpoint``; returns the header."""
+def export_pretrained(checkpoint, out=None, recalibrate=200, data_dir=None):
+    """Write the sampling-ready model from a training ``checkpoint``; returns the header.
+
+    ``out`` defaults to the shipped file: ``book_unet.npz``, or ``latent_unet.npz`` for a latent
+    diffusion checkpoint (``train-latent``)."""
     import tinyddpm as td
 
     header, *_ = read_checkpoint(checkpoint)
-    model = td.build_diffusion_model()
-    td.load_checkpoint(checkpoint, model)
+    if (header.get("config") or {}).get("latent"):
+        from .latent import model_from_checkpoint
+
+        model = model_from_checkpoint(checkpoint)[0]
+        out = out or LATENT_PATH
+    else:
+        config = header.get("config") or {}
+        model = td.build_diffusion_model(num_classes=config.get("num_classes"))
+        td.load_checkpoint(checkpoint, model)
+        out = out or (CONDITIONAL_PATH if model.num_classes else PRETRAINED_PATH)
     used_ema = model.use_ema_weights()
     if used_ema and recalibrate:
         recalibrate_on_training_data(model, recalibrate, data_dir)
-    model.ema = None  # ship the weights only: no optimizer state, no second copy
+    model.ema = model.optimizer = None  # ship the weights only: no optimizer state, no copy
     history = header.get("history", {})
     extra = {"source_checkpoint": os.path.basename(str(checkpoint)), "weights": "moving average"
              if used_ema else "trained", "batchnorm_recalibrated_batches": recalibrate if used_ema
@@ -65,7 +100,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tinyddpm.pretrained", description=__doc__)
     parser.add_argument("--export", metavar="CHECKPOINT", required=True,
                         help="training checkpoint to turn into the shipped model")
-    parser.add_argument("--out", default=str(PRETRAINED_PATH))
+    parser.add_argument("--out", default=None, help="default: the shipped file, "
+                        f"{PRETRAINED_PATH.name} or (latent model) {LATENT_PATH.name}")
     parser.add_argument("--recalibrate", type=int, default=200, metavar="BATCHES")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)

@@ -65,12 +65,24 @@ def _per_pixel(v):
 class DiffusionUNet(Model):
     """The book's U-Net; see ``../DESIGN.md`` "The reference model"."""
 
-    def __init__(self, T=4000, embed_size=64, widths=(32, 64, 128)):
+    def __init__(self, T=4000, embed_size=64, widths=(32, 64, 128), image_shape=(28, 28, 1),
+                 num_classes=None):
         super().__init__()
         self.config = {"T": int(T), "embed_size": int(embed_size), "widths": list(widths)}
+        self.image_shape = tuple(int(v) for v in image_shape)
+        # options beyond the book enter the config only when used (the book's config unchanged)
+        if self.image_shape != (28, 28, 1):
+            self.config["image_shape"] = list(self.image_shape)
+        self.num_classes = None if num_classes is None else int(num_classes)
         self.time_encoding = nn.TimeEncoding(T, embed_size)
+        if self.num_classes is not None:
+            # class-conditional: a learned vector per class, plus one for "no class" (index
+            # num_classes), added to the time encoding (classifier-free guidance, Ho & Salimans)
+            self.config["num_classes"] = self.num_classes
+            self.class_embedding = nn.Embedding(self.num_classes + 1, embed_size)
         first = widths[0] // 2
-        self.pad = nn.ZeroPadding2D(3)
+        pad, crop = _pad_and_crop(self.image_shape[:2], len(widths))
+        self.pad = nn.ZeroPadding2D(pad)
         self.conv_in = nn.Conv2D(first, 3)
         self.bn_in = nn.BatchNormalization()
         self.time_in = nn.Dense(first)
@@ -80,12 +92,18 @@ class DiffusionUNet(Model):
             setattr(self, f"down{i}", block)
         for i, block in enumerate(self.up):
             setattr(self, f"up{i}", block)
-        self.conv_out = nn.Conv2D(1, 3, padding="same")
-        self.crop = nn.Cropping2D(2)
+        self.conv_out = nn.Conv2D(self.image_shape[2], 3, padding="same")
+        self.crop = nn.Cropping2D(crop)
+
+    @property
+    def conditional(self):
+        return self.num_classes is not None
 
     def forward(self, inputs):
-        x, time = _unpack(inputs)
+        x, time, label = _unpack(inputs, self.num_classes)
         time_enc = self.time_encoding(time)
+        if label is not None:
+            time_enc = time_enc + self.class_embedding(label)
         z = ops.relu(self.bn_in(self.conv_in(self.pad(x))))
         z = z + _per_pixel(self.time_in(time_enc))
         skip, cross_skips = z, []
@@ -102,24 +120,58 @@ class DiffusionUNet(Model):
         return self.forward(inputs)
 
 
-def _unpack(inputs):
-    if not isinstance(inputs, dict) or set(inputs) != {"X_noisy", "time"}:
+def _pad_and_crop(hw, depth):
+    """Zero padding before the valid 3x3 stem conv, and the crop after the last conv.
+
+    The stem's output must have a side divisible by 2**depth (one halving per down block):
+    28 -> pad 3 each side -> 34 -> valid conv -> 32 -> crop 2 each side -> 28 (the book), and
+    7 (a 7x7 latent) -> pad 1 top/left, 2 bottom/right -> 10 -> 8 -> crop 0 and 1 -> 7.
+    """
+    pad, crop = [], []
+    for n in hw:
+        size = -(-n // 2 ** depth) * 2 ** depth
+        before = (size + 2 - n) // 2
+        pad.append((before, size + 2 - n - before))
+        crop.append((before - 1, size - n - (before - 1)))
+    return tuple(pad), tuple(crop)
+
+
+def _unpack(inputs, num_classes=None):
+    keys = {"X_noisy", "time"} | ({"label"} if num_classes is not None else set())
+    if not isinstance(inputs, dict) or set(inputs) != keys:
         got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
-        raise ValueError(f"the diffusion model takes {{'X_noisy': (N, 28, 28, 1) float32, "
-                         f"'time': (N,) int}}, received {got}")
+        label = (f", 'label': (N,) int in 0..{num_classes} ({num_classes} = no class)"
+                 if num_classes is not None else "")
+        raise ValueError(f"the diffusion model takes {{'X_noisy': (N, H, W, C) float32, "
+                         f"'time': (N,) int{label}}}, received {got}")
     x, time = inputs["X_noisy"], np.asarray(inputs["time"])
     n = np.shape(x.data if hasattr(x, "data") else x)[0]
-    if time.shape != (n,):
-        raise ValueError(f"the diffusion model: 'time' must have shape ({n},) to match X_noisy, "
-                         f"received {time.shape}")
-    return x, time
+    for name in sorted(keys - {"X_noisy"}):
+        if np.shape(inputs[name]) != (n,):
+            raise ValueError(f"the diffusion model: {name!r} must have shape ({n},) to match "
+                             f"X_noisy, received {np.shape(inputs[name])}")
+    return x, time, (np.asarray(inputs["label"]) if num_classes is not None else None)
 
 
-def build_diffusion_model(T=4000, embed_size=64, seed=None):
-    """The slide's ``build_diffusion_model()``: the book's U-Net, built (weights created)."""
+def build_diffusion_model(T=4000, embed_size=64, seed=None, num_classes=None):
+    """The slide's ``build_diffusion_model()``: the book's U-Net, built (weights created).
+
+    ``num_classes=10``: the class-conditional variant for classifier-free guidance (a learned
+    class embedding, plus a "no class" entry, added to the time encoding; inputs gain a
+    ``"label"`` array). The book's model is ``num_classes=None``.
+    """
     if seed is not None:
         nn.set_seed(seed)
-    model = DiffusionUNet(T, embed_size)
+    model = DiffusionUNet(T, embed_size, num_classes=num_classes)
     model.eval()  # build on a dummy batch without touching the BatchNorm statistics
-    model({"X_noisy": np.zeros((1, 28, 28, 1), np.float32), "time": np.zeros(1, np.int64)})
+    model(dummy_inputs(model))
     return model.train()
+
+
+def dummy_inputs(model, n=1):
+    """Zero inputs of the right shapes for ``model`` (to build it)."""
+    inputs = {"X_noisy": np.zeros((n, *model.image_shape), np.float32),
+              "time": np.zeros(n, np.int64)}
+    if getattr(model, "num_classes", None) is not None:
+        inputs["label"] = np.full(n, model.num_classes, np.int64)
+    return inputs
