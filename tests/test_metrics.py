@@ -111,6 +111,21 @@ def test_report_on_real_images_covers_every_class(subset):
     # a set of one class only covers one class
     one = metrics.evaluate(X_test[y_test == 1].repeat(3, axis=0))
     assert one["coverage"] == 1 and one["class_fractions"][1] > 0.9
+    assert "requested_fraction" not in one
+
+
+def test_requested_class_fraction(subset):
+    _, (X_test, y_test) = subset
+    right = metrics.evaluate(X_test, requested=y_test)
+    assert right["requested_fraction"] > 0.88  # the classifier's accuracy on these images
+    per_class = right["requested_fraction_per_class"]
+    assert len(per_class) == 10 and all(0.5 < f <= 1 for f in per_class)
+    wrong = metrics.evaluate(X_test, requested=(y_test + 1) % 10)
+    assert wrong["requested_fraction"] < 0.1
+    half = metrics.evaluate(X_test[y_test < 5], requested=y_test[y_test < 5])
+    assert half["requested_fraction_per_class"][5:] == [None] * 5
+    with pytest.raises(ValueError, match="one class per image"):
+        metrics.evaluate(X_test, requested=y_test[:10])
 
 
 def test_classifier_accuracy_on_the_embedded_test_images(subset):

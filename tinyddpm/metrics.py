@@ -244,8 +244,12 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def evaluate(images, batch_size=500, classifier_path=ASSET_PATH):
+def evaluate(images, batch_size=500, classifier_path=ASSET_PATH, requested=None):
     """Sample-quality figures for ``images`` against the Fashion-MNIST test set.
+
+    ``requested`` (one class label per image, for class-conditional samples) adds
+      requested_fraction            fraction of images classified as the class asked for
+      requested_fraction_per_class  the same for each class (None where none was asked for)
 
     Returns a dict:
       fid              Fréchet distance of the classifier's 128-d features to the test set's
@@ -260,8 +264,20 @@ def evaluate(images, batch_size=500, classifier_path=ASSET_PATH):
     feats, logits = model.features_and_logits(x, batch_size)
     mu, sigma = feature_statistics(feats)
     probs = _softmax(logits)
-    hist = np.bincount(probs.argmax(axis=1), minlength=len(CLASS_NAMES))
+    predicted = probs.argmax(axis=1)
+    hist = np.bincount(predicted, minlength=len(CLASS_NAMES))
     fractions = hist / len(x)
+    extra = {}
+    if requested is not None:
+        requested = np.asarray(requested)
+        if requested.shape != (len(x),):
+            raise ValueError(f"requested must hold one class per image ({len(x)}), got shape "
+                             f"{requested.shape}")
+        hit = predicted == requested
+        extra = {"requested_fraction": float(hit.mean()),
+                 "requested_fraction_per_class": [float(hit[requested == c].mean())
+                                                  if np.any(requested == c) else None
+                                                  for c in range(len(CLASS_NAMES))]}
     return {
         "fid": frechet_distance(mu, sigma, stats["mu"], stats["sigma"]),
         "mean_confidence": float(probs.max(axis=1).mean()),
@@ -269,6 +285,7 @@ def evaluate(images, batch_size=500, classifier_path=ASSET_PATH):
         "class_fractions": [float(f) for f in fractions],
         "coverage": int(np.sum(fractions >= COVERAGE_THRESHOLD)),
         "n": int(len(x)),
+        **extra,
     }
 
 

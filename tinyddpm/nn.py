@@ -26,6 +26,11 @@ def set_seed(seed):
     np.random.seed(seed)
 
 
+def normal(shape, stddev=1.0, dtype=np.float32):
+    """N(0, stddev^2) initial values, from the seeded generator (see :func:`set_seed`)."""
+    return (_rng.standard_normal(shape) * stddev).astype(dtype)
+
+
 def glorot_uniform(shape, dtype=np.float32, rng=None):
     """Keras' default kernel initialiser: U(-l, l), l = sqrt(6 / (fan_in + fan_out)).
 
@@ -533,14 +538,15 @@ class Embedding(Module):
     """A learned table of ``input_dim`` vectors of size ``output_dim`` (Keras' ``Embedding``).
 
     Called on an int array of indices (N,), it returns the rows (N, output_dim); the backward
-    adds each row's gradient into the row it came from. Initialised U(-0.05, 0.05) as in Keras.
+    adds each row's gradient into the row it came from. Initialised U(-0.05, 0.05) as in Keras,
+    or by ``embeddings_initializer(shape)``.
     """
 
-    def __init__(self, input_dim, output_dim, name=None):
+    def __init__(self, input_dim, output_dim, embeddings_initializer=None, name=None):
         super().__init__(name)
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
-        self.add_weight("embeddings", (self.input_dim, self.output_dim),
-                        lambda shape: _rng.uniform(-0.05, 0.05, size=shape))
+        self.add_weight("embeddings", (self.input_dim, self.output_dim), embeddings_initializer
+                        or (lambda shape: _rng.uniform(-0.05, 0.05, size=shape)))
         self.built = True
 
     def __call__(self, indices):

@@ -57,6 +57,17 @@ class UpBlock(nn.Module):
         return ops.concatenate([z, cross_skip], axis=-1)
 
 
+def _class_embedding_init(shape):
+    """Class rows ~ N(0, 0.5), as large as the time encoding's entries (RMS 0.71): Keras' tiny
+    U(-0.05, 0.05) left the class signal drowned by the time encoding (after one epoch of
+    fine-tuning the shipped model, samples matched the requested class at chance level, 11%).
+    The "no class" row starts at zero, so a conditional model fine-tuned from an unconditional
+    one starts out predicting exactly what it did."""
+    table = nn.normal(shape, 0.5)
+    table[-1] = 0
+    return table
+
+
 def _per_pixel(v):
     """(N, C) -> (N, 1, 1, C), to add to every pixel."""
     return ops.reshape(v, (v.shape[0], 1, 1, v.shape[1]))
@@ -79,7 +90,8 @@ class DiffusionUNet(Model):
             # class-conditional: a learned vector per class, plus one for "no class" (index
             # num_classes), added to the time encoding (classifier-free guidance, Ho & Salimans)
             self.config["num_classes"] = self.num_classes
-            self.class_embedding = nn.Embedding(self.num_classes + 1, embed_size)
+            self.class_embedding = nn.Embedding(self.num_classes + 1, embed_size,
+                                                _class_embedding_init)
         first = widths[0] // 2
         pad, crop = _pad_and_crop(self.image_shape[:2], len(widths))
         self.pad = nn.ZeroPadding2D(pad)
