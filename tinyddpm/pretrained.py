@@ -66,7 +66,8 @@ def recalibrate_on_training_data(model, batches=200, data_dir=None):
 
 
 def export_pretrained(checkpoint, out=None, recalibrate=200, data_dir=None):
-    """Write the sampling-ready model from a training ``checkpoint``; returns the header.
+    """Write the sampling-ready model from a training ``checkpoint``; returns its path and the
+    header's extra fields.
 
     ``out`` defaults to the shipped file: ``book_unet.npz``, or ``latent_unet.npz`` for a latent
     diffusion checkpoint (``train-latent``)."""
@@ -93,7 +94,7 @@ def export_pretrained(checkpoint, out=None, recalibrate=200, data_dir=None):
              else 0, "epochs_trained": header.get("epoch"), "final_loss": (history.get("loss") or
              [None])[-1], "final_val_loss": (history.get("val_loss") or [None])[-1]}
     save_checkpoint(out, model, extra=extra)
-    return extra
+    return {"path": str(out), **extra}
 
 
 def main(argv=None):
@@ -106,7 +107,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
     info = export_pretrained(args.export, args.out, args.recalibrate, args.data_dir)
-    print(f"wrote {args.out}: {info}")
+    print(f"wrote {info.pop('path')}: {info}")
 
 
 if __name__ == "__main__":
