@@ -227,12 +227,17 @@ def test_predict_and_evaluate_use_inference_mode_in_batches():
               "time": rng.integers(1, 4001, 5)}
     out = model.predict(inputs, batch_size=2)  # batches of 2, 2, 1
     assert out.shape == (5, 28, 28, 1) and isinstance(out, np.ndarray)
+    assert model.training  # predict() returns the model in the mode it found it in
     model.eval()
     np.testing.assert_allclose(out, model(inputs).data, rtol=1e-5, atol=1e-6)
-    assert model.predict(inputs).shape == (5, 28, 28, 1) and model.training  # back in training
+    assert model.predict(inputs).shape == (5, 28, 28, 1) and not model.training
     stats = model.down[0].bn1.moving_mean.copy()
     model.evaluate([(inputs, np.zeros((5, 28, 28, 1), np.float32))])
     np.testing.assert_array_equal(model.down[0].bn1.moving_mean, stats)  # eval: no updates
+    assert not model.training  # a model loaded for sampling stays in inference mode
+    model.train()
+    model.evaluate([(inputs, np.zeros((5, 28, 28, 1), np.float32))])
+    assert model.training
     with pytest.raises(RuntimeError, match="compile"):
         td.build_diffusion_model().fit([], epochs=1)
 
@@ -260,6 +265,9 @@ def test_recalibrate_batchnorm_averages_batch_statistics(subset):
     assert len(seen) == 2
     np.testing.assert_allclose(bn.moving_mean, (seen[0] + seen[1]) / 2, rtol=1e-5, atol=1e-6)
     assert bn.momentum == 0.99  # restored
+    model.eval()
+    model.recalibrate_batchnorm(train, batches=1)
+    assert not model.training  # the mode is restored too
     assert all(np.array_equal(p.data, before[n]) for n, p in model.named_parameters())  # no step
 
 

@@ -220,14 +220,17 @@ class Model(Module):
         self._require_compiled("evaluate()")
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(0)
+        was_training = self.training
         self.eval()
         total, count = 0.0, 0
-        with no_grad():
-            for inputs, targets in dataset:
-                n = _batch_size(inputs)
-                total += float(self.loss(targets, self(inputs)).data) * n
-                count += n
-        self.train()
+        try:
+            with no_grad():
+                for inputs, targets in dataset:
+                    n = _batch_size(inputs)
+                    total += float(self.loss(targets, self(inputs)).data) * n
+                    count += n
+        finally:
+            self.train(was_training)  # back to the mode the model was in
         return total / max(count, 1)
 
     def recalibrate_batchnorm(self, dataset, batches=200):
@@ -242,7 +245,7 @@ class Model(Module):
 
         layers = [m for _, m in self.named_modules() if isinstance(m, BatchNormalization)]
         saved = [m.momentum for m in layers]
-        used = 0
+        used, was_training = 0, self.training
         self.train()
         try:
             with no_grad():
@@ -256,19 +259,23 @@ class Model(Module):
         finally:
             for m, momentum in zip(layers, saved):
                 m.momentum = momentum
+            self.train(was_training)
         return used
 
     def predict(self, inputs, batch_size=64):
         """The model's outputs as a NumPy array, in inference mode, ``batch_size`` at a time."""
+        was_training = self.training
         self.eval()
         n = _batch_size(inputs)
         outputs = []
-        with no_grad():
-            for start in range(0, n, batch_size):
-                part = ({k: v[start:start + batch_size] for k, v in inputs.items()}
-                        if isinstance(inputs, dict) else inputs[start:start + batch_size])
-                outputs.append(self(part).data)
-        self.train()
+        try:
+            with no_grad():
+                for start in range(0, n, batch_size):
+                    part = ({k: v[start:start + batch_size] for k, v in inputs.items()}
+                            if isinstance(inputs, dict) else inputs[start:start + batch_size])
+                    outputs.append(self(part).data)
+        finally:
+            self.train(was_training)
         return np.concatenate(outputs)
 
 
