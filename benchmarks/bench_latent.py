@@ -88,16 +88,20 @@ def main(argv=None):
     ae = lat.autoencoder
     rows = {"pixel": {}, "latent": {}}
 
-    # training time per epoch, on real batches
+    # training time per epoch, on real batches, with fresh models of the same architectures
+    # (training steps must not touch the shipped weights measured below)
     rng = np.random.default_rng(0)
     idx = rng.choice(len(X_train), 32 * 8, replace=False)
-    for name, model, X, scale in (("pixel", pixel, X_train[idx], True),
-                                  ("latent", lat, ae.encode(X_train[idx]), False)):
+    unet_cfg = lat.config["unet"]
+    for name, model, X, scale in (
+            ("pixel", td.build_diffusion_model(seed=0), X_train[idx], True),
+            ("latent", latent.build_latent_model(ae, unet_cfg["T"], unet_cfg["embed_size"],
+                                                 unet_cfg["widths"], seed=0),
+             ae.encode(X_train[idx]), False)):
         model.compile(loss=td.Huber(), optimizer=td.Nadam())
         batches = list(td.prepare_dataset(X, 32, seed=0, scale=scale, prefetch=0))
         rows[name]["train_step_ms"] = 1e3 * median_step_time(model, batches, repeats)
         rows[name]["epoch_s"] = rows[name]["train_step_ms"] * STEPS_PER_EPOCH / 1e3
-        model.eval()
     fresh_ae = latent.build_autoencoder(ae.config["widths"], ae.config["latent_channels"], seed=0)
     fresh_ae.compile(loss="mae", optimizer=td.Nadam())
     ae_batches = list(latent.image_batches(X_train[idx], 32))
@@ -120,6 +124,7 @@ def main(argv=None):
     rows["latent"]["recon_fid"] = metrics.evaluate(recon)["fid"]
 
     result = {"quick": args.quick, "samples": n_samples, "busy_cores_before": busy,
+              "busy_cores_after": busy_cores(),
               "pixel_weights": pixel.count_params(), "latent_unet_weights": lat.unet.count_params(),
               "autoencoder_weights": ae.count_params(), **rows}
     p, q = rows["pixel"], rows["latent"]
@@ -163,7 +168,8 @@ def table(r):
               f"Sampling speed-up, DDIM-50: {r['sampling_speedup_ddim50']:.1f}x"
               + (f"; DDPM: {r['sampling_speedup_ddpm']:.1f}x" if ddpm else "")
               + f". FID latent / pixel: {r['fid_ratio']:.2f}. Other processes kept "
-              f"{r['busy_cores_before'] or 0:.1f} cores busy when the run started.", ""]
+              f"{r['busy_cores_before'] or 0:.1f} cores busy when the run started, "
+              f"{r['busy_cores_after'] or 0:.1f} when it ended.", ""]
     return "\n".join(lines)
 
 
