@@ -231,6 +231,22 @@ def _sample(args):
     return 0
 
 
+def _training_options(parser, checkpoint):
+    """The options ``train`` and ``train-latent`` share."""
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Nadam learning rate")
+    parser.add_argument("--data-dir", default=None, help="folder with the four IDX files")
+    parser.add_argument("--checkpoint", default=checkpoint, help="latest-state checkpoint path")
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument("--seed", type=int, default=None, help="seed for weights and data order")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="stop each epoch after this many batches (quick trials)")
+    parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                        help="keep a moving average of the (diffusion model's) weights for "
+                        "sampling, e.g. 0.999")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m tinyddpm",
                                      description="Train the book's diffusion model and sample from it.")
@@ -242,16 +258,7 @@ def build_parser():
                            "Saves the latest state to --checkpoint after every epoch and on "
                            "Ctrl-C, and the best validation loss to <checkpoint>.best.npz.")
     train.add_argument("--epochs", type=int, required=True, help="total number of epochs")
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--learning-rate", type=float, default=1e-3, help="Nadam learning rate")
-    train.add_argument("--data-dir", default=None, help="folder with the four IDX files")
-    train.add_argument("--checkpoint", default="ckpt.npz", help="latest-state checkpoint path")
-    train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    train.add_argument("--seed", type=int, default=None, help="seed for weights and data order")
-    train.add_argument("--steps-per-epoch", type=int, default=None,
-                       help="stop each epoch after this many batches (quick trials)")
-    train.add_argument("--ema", type=float, default=None, metavar="DECAY",
-                       help="keep a moving average of the weights for sampling, e.g. 0.999")
+    _training_options(train, "ckpt.npz")
     train.add_argument("--conditional", action="store_true",
                        help="class-conditional U-Net for classifier-free guidance (sample it "
                        "with --class)")
@@ -260,7 +267,6 @@ def build_parser():
                        "into a conditional one); weights it lacks start fresh")
     train.add_argument("--label-dropout", type=float, default=0.1, metavar="P",
                        help="with --conditional: train on 'no class' with probability P")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
 
     tl = sub.add_parser("train-latent", help="train a latent diffusion model (autoencoder, "
@@ -271,19 +277,9 @@ def build_parser():
                         "the whole model (autoencoder inside) to --checkpoint after every epoch and "
                         "on Ctrl-C, and the best validation loss to <checkpoint>.best.npz. "
                         "--resume continues whichever phase was interrupted.")
-    tl.add_argument("--ae-epochs", type=int, default=5, help="autoencoder epochs (phase 1)")
+    tl.add_argument("--ae-epochs", type=int, default=4, help="autoencoder epochs (phase 1)")
     tl.add_argument("--epochs", type=int, required=True, help="latent DDPM epochs (phase 2)")
-    tl.add_argument("--batch-size", type=int, default=32)
-    tl.add_argument("--learning-rate", type=float, default=1e-3, help="Nadam learning rate")
-    tl.add_argument("--data-dir", default=None, help="folder with the four IDX files")
-    tl.add_argument("--checkpoint", default="latent.npz", help="latest-state checkpoint path")
-    tl.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    tl.add_argument("--seed", type=int, default=None, help="seed for weights and data order")
-    tl.add_argument("--steps-per-epoch", type=int, default=None,
-                    help="stop each epoch (of both phases) after this many batches")
-    tl.add_argument("--ema", type=float, default=None, metavar="DECAY",
-                    help="keep a moving average of the latent U-Net's weights, e.g. 0.999")
-    tl.add_argument("--quiet", action="store_true", help="no progress bar")
+    _training_options(tl, "latent.npz")
     tl.set_defaults(func=_train_latent)
 
     sample = sub.add_parser("sample", help="generate images from a checkpoint",
