@@ -47,19 +47,27 @@ def _train(args):
             f"{args.label_dropout:g})" if conditional else "the book's U-Net")
     print(f"Training {what} ({model.count_params():,} weights) on {len(X_train):,} "
           f"images, validating on {len(X_valid):,}; batch {args.batch_size}, seed {seed}")
-    latest = td.ModelCheckpoint(ckpt, save_on_interrupt=True, extra={"data_seed": seed})
-    best = td.ModelCheckpoint(best_path, save_best_only=True, extra={"data_seed": seed})
-    if args.resume and model.history.history.get("val_loss"):
-        best.best = min(model.history.history["val_loss"])
+    callbacks = _checkpoints(model, ckpt, best_path, seed)
     resume = (f"python -m tinyddpm train --epochs {args.epochs} --checkpoint {ckpt} --resume"
               + (f" --data-dir {args.data_dir}" if args.data_dir else ""))
     start = time.perf_counter()
-    code = _fit(model, train_set, valid_set, args, [latest, best], args.epochs, ckpt, resume)
+    code = _fit(model, train_set, valid_set, args, callbacks, args.epochs, ckpt, resume)
     if code:
         return code
     print(f"Done in {time.perf_counter() - start:.0f} s. Latest state: {ckpt}; best validation "
           f"loss: {best_path}")
     return 0
+
+
+def _checkpoints(model, ckpt, best_path, seed):
+    """The latest state (every epoch, and on Ctrl-C) and the best validation loss so far."""
+    import tinyddpm as td
+
+    latest = td.ModelCheckpoint(ckpt, save_on_interrupt=True, extra={"data_seed": seed})
+    best = td.ModelCheckpoint(best_path, save_best_only=True, extra={"data_seed": seed})
+    if model.history.history.get("val_loss"):  # resumed: keep the best of the earlier epochs
+        best.best = min(model.history.history["val_loss"])
+    return [latest, best]
 
 
 def _init_from(model, path):
@@ -153,12 +161,9 @@ def _train_latent(args):
     valid_set = td.prepare_dataset(Z_valid, args.batch_size, seed=seed + 1, scale=False)
     print(f"Phase 2/2: the latent U-Net ({model.unet.count_params():,} weights) on "
           f"{len(Z_train):,} latents {Z_train.shape[1:]}, batch {args.batch_size}, seed {seed}")
-    latest = td.ModelCheckpoint(ckpt, save_on_interrupt=True, extra={"data_seed": seed})
-    best = td.ModelCheckpoint(best_path, save_best_only=True, extra={"data_seed": seed})
-    if model.history.history.get("val_loss"):
-        best.best = min(model.history.history["val_loss"])
+    callbacks = _checkpoints(model, ckpt, best_path, seed)
     start = time.perf_counter()
-    code = _fit(model, train_set, valid_set, args, [latest, best], args.epochs, ckpt, resume)
+    code = _fit(model, train_set, valid_set, args, callbacks, args.epochs, ckpt, resume)
     if code:
         return code
     print(f"Done in {time.perf_counter() - start:.0f} s. Latest state: {ckpt}; best validation "
