@@ -64,9 +64,6 @@ class Autoencoder(Model):
     def forward(self, x):
         return self.decoder(self.encoder(x))
 
-    def __call__(self, x):
-        return self.forward(x)
-
     @property
     def latent_shape(self):
         return (7, 7, self.config["latent_channels"])
@@ -168,9 +165,6 @@ class LatentDiffusion(Model):
 
     def forward(self, inputs):
         return self.unet(inputs)
-
-    def __call__(self, inputs):
-        return self.forward(inputs)
 
     @property
     def x0_bound(self):
