@@ -244,7 +244,10 @@ def prepare_batch(X, alpha_cumprod=None, T=None, rng=None, scale=True, y=None,
     noise : numpy.ndarray
         float32 (N, H, W, C), the epsilon added (the training target).
     """
-    X = _images_nhwc01(X) * 2 - 1 if scale else _float_array(X, "X")  # scale from -1 to +1
+    if scale:
+        X = _images_nhwc01(X) * 2 - 1  # scale from -1 to +1
+    else:
+        X = _float_array(X, "X").astype(np.float32, copy=False)
     alpha_cumprod, T_ = _schedule_and_T(alpha_cumprod, T)
     rng = _rng(rng)
     t = rng.integers(1, T_ + 1, size=len(X)).astype(np.int32)
