@@ -37,7 +37,7 @@ from machine import busy_cores  # noqa: E402
 
 import tinyddpm as td  # noqa: E402
 from tinyddpm import latent, metrics  # noqa: E402
-from tinyddpm.pretrained import LATENT_PATH, PRETRAINED_PATH, load_pretrained_latent  # noqa: E402
+from tinyddpm.pretrained import LATENT_PATH, PRETRAINED_PATH  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STEPS_PER_EPOCH = 1719
@@ -84,7 +84,7 @@ def main(argv=None):
     X_test = X_test.astype(np.float32) / 255
 
     pixel = td.load_pretrained(args.pixel_checkpoint)
-    lat = load_pretrained_latent(args.latent_checkpoint)
+    lat = td.load_pretrained(args.latent_checkpoint, kind="latent")
     ae = lat.autoencoder
     rows = {"pixel": {}, "latent": {}}
 

@@ -133,8 +133,10 @@ def test_cli_train_latent_resume_and_sample(tmp_path, monkeypatch, capsys):
         main(["sample", "--checkpoint", ckpt, "--n", "2"])
     pixel = str(tmp_path / "pixel.npz")
     td.save_checkpoint(pixel, td.build_diffusion_model())
-    assert main(["sample", "--latent", "--checkpoint", pixel, "--n", "2"]) == 2
-    assert "not a latent diffusion model" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="not a latent diffusion model"):
+        main(["sample", "--latent", "--checkpoint", pixel, "--n", "2"])
+    with pytest.raises(td.CheckpointError, match="not a latent diffusion model"):
+        latent.model_from_checkpoint(pixel)
 
 
 def test_cli_train_latent_resumes_an_interrupted_autoencoder(tmp_path, monkeypatch, capsys):

@@ -35,9 +35,8 @@ def load_pretrained(path=None, kind="book"):
     """
     from . import pretrained
 
-    if kind == "latent":
-        return pretrained.load_pretrained_latent(path or pretrained.LATENT_PATH)
-    paths = {"book": pretrained.PRETRAINED_PATH, "conditional": pretrained.CONDITIONAL_PATH}
+    paths = {"book": pretrained.PRETRAINED_PATH, "conditional": pretrained.CONDITIONAL_PATH,
+             "latent": pretrained.LATENT_PATH}
     if kind not in paths:
         raise ValueError(f"kind must be 'book', 'conditional' or 'latent', got {kind!r}")
     return pretrained.load_pretrained(path or paths[kind])

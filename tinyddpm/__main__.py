@@ -175,18 +175,16 @@ def _sample(args):
     import tinyddpm as td
     from tinyddpm.plotting import save_grid
 
-    if args.latent:
-        from tinyddpm.latent import model_from_checkpoint
+    from tinyddpm.checkpoint import read_checkpoint
+    from tinyddpm.pretrained import model_from_checkpoint
 
-        model, header = model_from_checkpoint(args.checkpoint)
-    else:
-        from tinyddpm.checkpoint import read_checkpoint
-
-        config = read_checkpoint(args.checkpoint)[0].get("config") or {}
-        if config.get("latent"):
-            sys.exit(f"{args.checkpoint!r} holds a latent diffusion model: add --latent")
-        model = td.build_diffusion_model(num_classes=config.get("num_classes"))
-        header = td.load_checkpoint(args.checkpoint, model)
+    latent = bool((read_checkpoint(args.checkpoint)[0].get("config") or {}).get("latent"))
+    if latent and not args.latent:
+        sys.exit(f"{args.checkpoint!r} holds a latent diffusion model: add --latent")
+    if args.latent and not latent:
+        sys.exit(f"--latent: {args.checkpoint!r} holds a pixel-space model, not a latent "
+                 "diffusion model: drop --latent, or pass a checkpoint of `train-latent`")
+    model, header = model_from_checkpoint(args.checkpoint)
     n, label, per_class = args.n or 64, None, None
     if args.class_ is not None:
         if getattr(model, "num_classes", None) is None:

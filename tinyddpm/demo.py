@@ -133,10 +133,10 @@ def main(argv=None):
     say(6, "Latent diffusion: an autoencoder squeezes each image into a 7x7x4 latent; the same "
            "DDPM runs there (4x fewer numbers, a smaller U-Net), and the decoder turns the "
            "denoised latent back into clothes.")
-    from tinyddpm.pretrained import LATENT_PATH, load_pretrained_latent
+    from tinyddpm.pretrained import LATENT_PATH
 
     if LATENT_PATH.exists():
-        latent_model = load_pretrained_latent()
+        latent_model = td.load_pretrained(kind="latent")
         t0 = time.perf_counter()
         latent_images = td.generate_ddim(latent_model, batch_size=n, steps=steps, seed=args.seed)
         took_latent = time.perf_counter() - t0

@@ -17,29 +17,27 @@ LATENT_PATH = Path(__file__).resolve().parent / "assets" / "latent_unet.npz"
 CONDITIONAL_PATH = Path(__file__).resolve().parent / "assets" / "conditional_unet.npz"
 
 
-def load_pretrained(path=PRETRAINED_PATH):
-    """The shipped diffusion model, in inference mode (``generate`` / ``generate_ddim`` ready).
-
-    ``load_pretrained(CONDITIONAL_PATH)`` gives the shipped class-conditional model."""
+def model_from_checkpoint(path):
+    """Build the model a checkpoint holds -- the book's U-Net, the class-conditional one or a
+    latent diffusion model, as its header's config says -- and load it. Returns (model, header).
+    """
     from .unet import build_diffusion_model
 
+    config = read_checkpoint(path)[0].get("config") or {}
+    if config.get("latent"):
+        from .latent import model_from_checkpoint as latent_model
+
+        return latent_model(path)
+    model = build_diffusion_model(num_classes=config.get("num_classes"))
+    return model, load_checkpoint(path, model)
+
+
+def load_pretrained(path=PRETRAINED_PATH):
+    """A shipped model, in inference mode (``generate`` / ``generate_ddim`` ready): the book's
+    U-Net by default, ``CONDITIONAL_PATH`` or ``LATENT_PATH`` for the others."""
     if not os.path.exists(path):
         raise CheckpointError(f"the pretrained model {str(path)!r} is missing from this install; "
                               "reinstall tinyddpm, or train one with `python -m tinyddpm train`")
-    config = read_checkpoint(path)[0].get("config") or {}
-    model = build_diffusion_model(num_classes=config.get("num_classes"))
-    load_checkpoint(path, model)
-    return model.eval()
-
-
-def load_pretrained_latent(path=LATENT_PATH):
-    """The shipped latent diffusion model (autoencoder + latent U-Net), in inference mode."""
-    from .latent import model_from_checkpoint
-
-    if not os.path.exists(path):
-        raise CheckpointError(f"the pretrained latent model {str(path)!r} is missing from this "
-                              "install; reinstall tinyddpm, or train one with `python -m tinyddpm "
-                              "train-latent`")
     return model_from_checkpoint(path)[0].eval()
 
 
@@ -69,21 +67,13 @@ def export_pretrained(checkpoint, out=None, recalibrate=200, data_dir=None):
     """Write the sampling-ready model from a training ``checkpoint``; returns its path and the
     header's extra fields.
 
-    ``out`` defaults to the shipped file: ``book_unet.npz``, or ``latent_unet.npz`` for a latent
-    diffusion checkpoint (``train-latent``)."""
-    import tinyddpm as td
+    ``out`` defaults to the shipped file of the checkpoint's kind: ``book_unet.npz``,
+    ``conditional_unet.npz`` or ``latent_unet.npz``."""
 
-    header, *_ = read_checkpoint(checkpoint)
-    if (header.get("config") or {}).get("latent"):
-        from .latent import model_from_checkpoint
-
-        model = model_from_checkpoint(checkpoint)[0]
-        out = out or LATENT_PATH
-    else:
-        config = header.get("config") or {}
-        model = td.build_diffusion_model(num_classes=config.get("num_classes"))
-        td.load_checkpoint(checkpoint, model)
-        out = out or (CONDITIONAL_PATH if model.num_classes else PRETRAINED_PATH)
+    model, header = model_from_checkpoint(checkpoint)
+    if out is None:
+        out = (LATENT_PATH if header["config"].get("latent") else
+               CONDITIONAL_PATH if header["config"].get("num_classes") else PRETRAINED_PATH)
     used_ema = model.use_ema_weights()
     if used_ema and recalibrate:
         recalibrate_on_training_data(model, recalibrate, data_dir)
