@@ -99,9 +99,13 @@ class Autoencoder(Model):
         return self.latent_mean, self.latent_std
 
     def _batched(self, net, X, batch_size):
+        was_training = self.training
         self.eval()
-        with no_grad():
-            out = [net(X[i:i + batch_size]).data for i in range(0, len(X), batch_size)]
+        try:
+            with no_grad():
+                out = [net(X[i:i + batch_size]).data for i in range(0, len(X), batch_size)]
+        finally:
+            self.train(was_training)  # as Model.predict: back to the mode it was in
         return np.concatenate(out) if out else np.zeros((0, *self.latent_shape), np.float32)
 
 
