@@ -184,3 +184,87 @@ def test_norm_gradients():
                      randn(2, 3, 3, 4, dtype=d), g, b)
     assert gradcheck(lambda x, g, b: F.group_norm(x, g, b, groups=2),
                      randn(2, 3, 3, 4, dtype=d), g, b)
+
+
+# --- the kernels that run on every thread: the products, the element-wise steps, batch norm's
+# backward -- at sizes that take the parallel path (several row blocks, a tail) and below it
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n", [(3000, 37, 19), (5, 3, 4), (0, 3, 4), (7, 0, 2), (1, 300, 600)])
+def test_blas_matmul_matches_numpy(dtype, m, k, n):
+    from tinyddpm.kernels import blas
+    a, b, bias = randn(m, k, dtype=dtype), randn(k, n, dtype=dtype), randn(n, dtype=dtype)
+    tol = dict(rtol=1e-4, atol=1e-3) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(blas.matmul(a, b), R.matmul(a, b), **tol)
+    np.testing.assert_allclose(blas.matmul(a, b, bias=bias), R.matmul(a, b, bias=bias), **tol)
+    at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)
+    np.testing.assert_allclose(blas.matmul(at, b, trans_a=True), R.matmul(at, b, trans_a=True), **tol)
+    np.testing.assert_allclose(blas.matmul(a, bt, trans_b=True, bias=bias),
+                               R.matmul(a, bt, trans_b=True, bias=bias), **tol)
+    assert blas.matmul(a, b).dtype == dtype
+
+
+def test_blas_matmul_rejects_mismatched_shapes():
+    from tinyddpm.kernels import blas
+    with pytest.raises(ValueError, match="do not match"):
+        blas.matmul(randn(4, 3), randn(4, 2))
+    with pytest.raises(ValueError, match="bias"):
+        blas.matmul(randn(4, 3), randn(3, 2), bias=randn(3))
+
+
+@pytest.mark.parametrize("shape", [(8, 32, 32, 16), (2, 3, 3, 5)])  # above and below MIN_SIZE
+def test_elementwise_kernels_match_reference(shape):
+    from tinyddpm.kernels import elementwise as EW
+    x, y, g = randn(*shape), randn(*shape), randn(*shape)
+    v = randn(shape[0], 1, 1, shape[3])
+    np.testing.assert_array_equal(EW.relu(x), R.relu(x))
+    np.testing.assert_array_equal(EW.relu_backward(g, EW.relu(x)), R.relu_backward(g, R.relu(x)))
+    np.testing.assert_array_equal(EW.add(x, y), R.add(x, y))
+    np.testing.assert_array_equal(EW.add(x, v), R.add(x, v))
+    np.testing.assert_allclose(EW.pixel_sum(g), R.pixel_sum(g), **TOL)
+    g2 = g.reshape(-1, shape[3])
+    np.testing.assert_allclose(EW.column_sum(g2), R.column_sum(g2), rtol=1e-4, atol=1e-3)
+    a, b = randn(*shape[:3], 3), randn(*shape[:3], shape[3])
+    cat = EW.concat_channels(a, b)
+    np.testing.assert_array_equal(cat, R.concat_channels(a, b))
+    da, db = EW.split_channels(cat, 3)
+    np.testing.assert_array_equal(da, a)
+    np.testing.assert_array_equal(db, b)
+    assert da.flags.c_contiguous and db.flags.c_contiguous
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 16, 24), (3, 5, 7, 130), (1, 2, 2, 3)])
+def test_batchnorm_backward_matches_reference(shape):
+    x = randn(*shape) * 2 + 5  # a mean far from 0: xhat must be formed from (x - mean)
+    dy, gamma = randn(*shape), randn(shape[-1])
+    dx, dgamma, dbeta = K.batchnorm_backward(dy, x, gamma, *K.batchnorm_forward_train(
+        x, gamma, randn(shape[-1]), 1e-3)[1:], 1e-3)
+    rdx, rdgamma, rdbeta = R.batchnorm_backward(dy, x, gamma, 1e-3)
+    np.testing.assert_allclose(dx, rdx, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(dgamma, rdgamma, rtol=1e-3, atol=1e-2)
+    np.testing.assert_allclose(dbeta, rdbeta, rtol=1e-3, atol=1e-2)
+
+
+def test_depthwise_kernels_on_a_large_batch():
+    """Many images (one per thread) and a wide row, as in the U-Net."""
+    x, k = randn(9, 16, 16, 32), randn(3, 3, 32)
+    out_hw, pads = K.conv2d_geometry(x.shape, k.shape, 1, "same")
+    y = K.depthwise_forward(x, k, pads[0], pads[2], *out_hw)
+    np.testing.assert_allclose(y, R.depthwise(x, k, pads, out_hw), **TOL)
+    dy = randn(*y.shape)
+    dx, dk = K.depthwise_backward(x, dy, k, pads[0], pads[2])
+    # dx is the convolution of dy with the rotated kernel; dk the correlation of x with dy
+    rdx = R.depthwise(dy, k[::-1, ::-1], (pads[1], pads[0], pads[3], pads[2]), x.shape[1:3])
+    np.testing.assert_allclose(dx, rdx, **TOL)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (pads[0], pads[1]), (pads[2], pads[3]), (0, 0)))
+    rdk = np.array([[np.sum(xp[:, i:i + 16, j:j + 16] * dy, axis=(0, 1, 2)) for j in range(3)]
+                    for i in range(3)])
+    np.testing.assert_allclose(dk, rdk, rtol=1e-4, atol=1e-3)
+
+
+def test_blas_and_numba_share_one_thread_pool():
+    """After import, NumPy's OpenBLAS runs on one thread and the products on numba's threads
+    (or, where that BLAS is not found, the numba loops on one thread): never two pools."""
+    import numba
+    from tinyddpm.kernels import blas
+    assert blas.SHARED_POOL or numba.get_num_threads() == 1

@@ -191,6 +191,19 @@ def test_bad_inputs_raise_clear_errors(layer, x, error, pattern):
         layer(x)
 
 
+def test_only_inputs_from_outside_the_graph_are_scanned_for_nan():
+    """A layer scans what the user hands it; a tensor an op made is not scanned again (its
+    inputs were), which keeps the scan off every layer of a model's forward pass."""
+    from tinyddpm import ops
+    pool = nn.MaxPooling2D(name="pool")
+    bad = np.full((1, 4, 4, 1), np.nan, np.float32)
+    for x in (bad, Tensor(bad)):
+        with pytest.raises(ValueError, match="contains NaN"):
+            pool(x)
+    made = ops.relu(Tensor(np.ones((1, 4, 4, 1), np.float32))) * np.nan
+    assert made.from_op and np.isnan(pool(made).data).all()
+
+
 def test_wrong_channel_count_after_build():
     conv = nn.Conv2D(4, 3, name="enc")
     conv(np.zeros((1, 5, 5, 3), np.float32))

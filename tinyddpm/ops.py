@@ -2,12 +2,14 @@
 
 Element-wise ops follow NumPy broadcasting; their backward sums the gradient over the axes that
 broadcasting stretched (:func:`unbroadcast`). The image ops (convolutions, pooling, normalisation)
-are in ``functional.py`` and call the numba kernels of ``tinyddpm.kernels``.
+are in ``functional.py`` and call the numba kernels of ``tinyddpm.kernels``; ReLU and ``+``
+hand large arrays to ``kernels/elementwise.py``, which runs the same arithmetic on every thread.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .kernels import elementwise as EW
 from .tensor import Function, Tensor
 
 
@@ -15,6 +17,8 @@ def unbroadcast(grad, shape):
     """Sum ``grad`` down to ``shape``: the backward of NumPy broadcasting."""
     if grad.shape == shape:
         return grad
+    if len(shape) == 4 and grad.ndim == 4 and shape == (grad.shape[0], 1, 1, grad.shape[3]):
+        return EW.pixel_sum(grad)  # a per-pixel (N, 1, 1, C) addend, summed on every thread
     extra = grad.ndim - len(shape)
     axes = tuple(range(extra)) + tuple(
         i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
@@ -33,7 +37,7 @@ class Add(Function):
     @staticmethod
     def forward(ctx, x, y):
         ctx.shapes = _shape(x), _shape(y)
-        return np.add(x, y)
+        return EW.add(x, y)
 
     @staticmethod
     def backward(ctx, g):
@@ -194,13 +198,13 @@ class ReLU(Function):
     """y = max(x, 0);  dy/dx = 1 where x > 0, else 0."""
     @staticmethod
     def forward(ctx, x):
-        y = np.maximum(x, 0)
+        y = EW.relu(x)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, g):
-        return g * (ctx.saved[0] > 0)
+        return EW.relu_backward(g, ctx.saved[0])
 
 
 class Sigmoid(Function):
@@ -400,10 +404,14 @@ class Concatenate(Function):
     def forward(ctx, *xs, axis=-1):
         ctx.axis = axis
         ctx.splits = np.cumsum([x.shape[axis] for x in xs])[:-1]
+        if len(xs) == 2 and axis in (-1, xs[0].ndim - 1):  # the U-Net's skip: on every thread
+            return EW.concat_channels(*xs)
         return np.concatenate(xs, axis=axis)
 
     @staticmethod
     def backward(ctx, g):
+        if len(ctx.splits) == 1 and ctx.axis in (-1, g.ndim - 1):
+            return EW.split_channels(g, int(ctx.splits[0]))
         return tuple(np.ascontiguousarray(p) for p in np.split(g, ctx.splits, axis=ctx.axis))
 
 

@@ -74,6 +74,7 @@ class Function:
         ctx.needs_input_grad = tuple(t is not None and t.requires_grad for t in tensors)
         track = _GRAD_ENABLED and any(ctx.needs_input_grad)
         out = Tensor(cls.forward(ctx, *arrays, **kwargs), requires_grad=track)
+        out.from_op = True
         if track:
             out._ctx = (cls, ctx, tensors)
         return out
@@ -85,7 +86,7 @@ class Tensor:
     ``requires_grad=True`` marks a leaf whose gradient ``backward()`` accumulates into ``.grad``.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "from_op", "__weakref__")
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
@@ -94,6 +95,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._ctx = None
         self.name = name
+        self.from_op = False  # made by an op from other tensors (see nn.Module._check_input)
 
     # --- array-like conveniences -------------------------------------------------------------
     shape = property(lambda self: self.data.shape)

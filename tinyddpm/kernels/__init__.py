@@ -1,11 +1,14 @@
 """Fast kernels: plain arrays in, plain arrays out, no graph. ``reference.py`` holds the slow,
 obvious NumPy version of each one; the tests compare the two.
 
-The numba loops run on one thread: the matrix products (most of the arithmetic) already use every
-core through NumPy's BLAS, whose worker threads keep spinning for a while after each call. Numba's
-own worker threads on top of them oversubscribed the 2 cores here and made a training step about
-5x slower (measured: 540 ms vs 110 ms at batch 32).
+All of them run on numba's threads (``parallel=True``, one image or one block of rows per
+thread), and so do the matrix products: ``blas.py`` sets NumPy's OpenBLAS to one thread and
+splits each product over numba's threads itself. One thread pool, because two fight: OpenBLAS's
+workers keep spinning for a while after each product, and numba's workers beside them
+oversubscribed the 2 cores here (a training step took 540 ms instead of 110 ms at batch 32 when
+both pools were live). ``NUMBA_NUM_THREADS`` sets the number of threads.
 """
+from .blas import matmul
 from .conv import (conv2d_backward, conv2d_forward, conv2d_geometry, conv_output_and_padding,
                    col2im, im2col, transpose_kernel_as_conv)
 from .depthwise import depthwise_backward, depthwise_forward

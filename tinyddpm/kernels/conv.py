@@ -5,7 +5,10 @@ one matrix product with the kernel reshaped to (k*k*C_in, C_out). Kernels use Ke
 (kh, kw, C_in, C_out) and Keras' padding rule (:func:`conv_output_and_padding`).
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+from .blas import matmul
+from .elementwise import column_sum
 
 
 def conv_output_and_padding(size, k, stride, padding):
@@ -27,11 +30,11 @@ def conv_output_and_padding(size, k, stride, padding):
     raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def _im2col(x, kh, kw, stride, pt, pl, ho, wo):
     n_img, h, w, c = x.shape
     cols = np.empty((n_img * ho * wo, kh * kw * c), dtype=x.dtype)
-    for row in range(n_img * ho):
+    for row in prange(n_img * ho):
         n, oh = row // ho, row % ho
         for ow in range(wo):
             r = row * wo + ow
@@ -50,11 +53,11 @@ def _im2col(x, kh, kw, stride, pt, pl, ho, wo):
     return cols
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def _col2im(cols, h, w, stride, pt, pl):
     n_img, ho, wo, kh, kw, c = cols.shape
     x = np.zeros((n_img, h, w, c), dtype=cols.dtype)
-    for n in range(n_img):
+    for n in prange(n_img):
         for oh in range(ho):
             for ow in range(wo):
                 for i in range(kh):
@@ -64,8 +67,9 @@ def _col2im(cols, h, w, stride, pt, pl):
                     for j in range(kw):
                         iw = ow * stride - pl + j
                         if 0 <= iw < w:
+                            dst, src = x[n, ih, iw], cols[n, oh, ow, i, j]
                             for ch in range(c):
-                                x[n, ih, iw, ch] += cols[n, oh, ow, i, j, ch]
+                                dst[ch] += src[ch]
     return x
 
 
@@ -89,24 +93,27 @@ def conv2d_geometry(x_shape, k_shape, stride, padding):
     return (ho, wo), (pt, pb, pl, pr)
 
 
-@njit(cache=True)
-def _shift_add(z, kh, kw, c_out, pt, pl, ho, wo):
-    """y[n, oh, ow, :] = sum_{i, j} z[n, oh + i - pt, ow + j - pl, (i, j, :)] (stride 1)."""
+@njit(parallel=True, cache=True)
+def _shift_add(z, kh, kw, c_out, pt, pl, ho, wo, bias):
+    """y[n, oh, ow, :] = bias + sum_{i, j} z[n, oh + i - pt, ow + j - pl, (i, j, :)] (stride 1);
+    an empty ``bias`` is none."""
     n_img, h, w, _ = z.shape
-    y = np.zeros((n_img, ho, wo, c_out), dtype=z.dtype)
-    for n in range(n_img):
-        for oh in range(ho):
+    y = np.empty((n_img, ho, wo, c_out), dtype=z.dtype)
+    for row in prange(n_img * ho):
+        n, oh = row // ho, row % ho
+        for ow in range(wo):
+            for o in range(c_out):
+                y[n, oh, ow, o] = bias[o] if bias.size else 0
             for i in range(kh):
                 ih = oh - pt + i
                 if ih < 0 or ih >= h:
                     continue
-                for ow in range(wo):
-                    for j in range(kw):
-                        iw = ow - pl + j
-                        if 0 <= iw < w:
-                            base = (i * kw + j) * c_out
-                            for o in range(c_out):
-                                y[n, oh, ow, o] += z[n, ih, iw, base + o]
+                for j in range(kw):
+                    iw = ow - pl + j
+                    if 0 <= iw < w:
+                        base = (i * kw + j) * c_out
+                        for o in range(c_out):
+                            y[n, oh, ow, o] += z[n, ih, iw, base + o]
     return y
 
 
@@ -130,17 +137,16 @@ def conv2d_forward(x, kernel, bias, stride, pads, out_hw):
     n = x.shape[0]
     if kh == kw == 1 and not any(pads):  # a 1x1 convolution is a plain matrix product
         cols = np.ascontiguousarray(x[:, ::stride, ::stride, :]).reshape(-1, c_in)
-        y, saved = cols @ kernel.reshape(c_in, c_out), ("cols", cols)
+        y, saved = matmul(cols, kernel.reshape(c_in, c_out), bias=bias), ("cols", cols)
     elif _output_side(kernel, stride):
         x = np.ascontiguousarray(x)
         wide = kernel.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out)
-        z = (x.reshape(-1, c_in) @ wide).reshape(*x.shape[:3], kh * kw * c_out)
-        y, saved = _shift_add(z, kh, kw, c_out, pads[0], pads[2], *out_hw), ("input", x)
+        z = matmul(x.reshape(-1, c_in), wide).reshape(*x.shape[:3], kh * kw * c_out)
+        b = np.empty(0, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
+        y, saved = _shift_add(z, kh, kw, c_out, pads[0], pads[2], *out_hw, b), ("input", x)
     else:
         cols = im2col(x, kh, kw, stride, pads, out_hw)
-        y, saved = cols @ kernel.reshape(-1, c_out), ("cols", cols)
-    if bias is not None:
-        y += bias
+        y, saved = matmul(cols, kernel.reshape(-1, c_out), bias=bias), ("cols", cols)
     return y.reshape(n, out_hw[0], out_hw[1], c_out), saved
 
 
@@ -159,12 +165,12 @@ def conv2d_backward(dy, x_shape, kernel, saved, stride, pads, need_dx=True):
     n, h, w, _ = x_shape
     out_hw = dy.shape[1:3]
     dy2 = dy.reshape(-1, c_out)
-    dbias = dy2.sum(axis=0)
+    dbias = column_sum(dy2)
     dx = dkernel = None
     if kh == kw == 1 and not any(pads) or stride != 1:
-        dkernel = (array.T @ dy2).reshape(kernel.shape)
+        dkernel = matmul(array, dy2, trans_a=True).reshape(kernel.shape)
         if need_dx:
-            dcols = dy2 @ kernel.reshape(-1, c_out).T
+            dcols = matmul(dy2, kernel.reshape(-1, c_out), trans_b=True)
             if kh == kw == 1 and stride == 1:
                 dx = dcols.reshape(x_shape)
             elif kh == kw == 1:
@@ -179,11 +185,11 @@ def conv2d_backward(dy, x_shape, kernel, saved, stride, pads, need_dx=True):
         d = im2col(dy, kh, kw, 1, back_pads, (h, w))  # (N*H*W, kh*kw*C_out)
     if need_dx:
         rotated = kernel[::-1, ::-1].transpose(0, 1, 3, 2).reshape(-1, c_in)
-        dx = (d @ rotated).reshape(x_shape)
+        dx = matmul(d, rotated).reshape(x_shape)
     if kind == "cols":
-        dkernel = (array.T @ dy2).reshape(kernel.shape)
+        dkernel = matmul(array, dy2, trans_a=True).reshape(kernel.shape)
     else:  # x^T @ D holds dkernel with the window offsets flipped
-        flipped = (array.reshape(-1, c_in).T @ d).reshape(c_in, kh, kw, c_out)
+        flipped = matmul(array.reshape(-1, c_in), d, trans_a=True).reshape(c_in, kh, kw, c_out)
         dkernel = np.ascontiguousarray(flipped[:, ::-1, ::-1, :].transpose(1, 2, 0, 3))
     return dx, dkernel, dbias
 

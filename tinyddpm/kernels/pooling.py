@@ -1,9 +1,9 @@
-"""Max pooling and nearest-neighbour up-sampling, NHWC, numba loops."""
+"""Max pooling and nearest-neighbour up-sampling, NHWC, numba loops on every thread."""
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def maxpool_forward(x, k, stride, pt, pl, ho, wo):
     """y[n, oh, ow, c] = max over the k x k window at (oh*stride - pt, ow*stride - pl).
 
@@ -13,7 +13,7 @@ def maxpool_forward(x, k, stride, pt, pl, ho, wo):
     n_img, h, w, c = x.shape
     y = np.empty((n_img, ho, wo, c), dtype=x.dtype)
     arg = np.empty((n_img, ho, wo, c), dtype=np.int32)
-    for row in range(n_img * ho):
+    for row in prange(n_img * ho):
         n, oh = row // ho, row % ho
         h0 = oh * stride - pt
         for ow in range(wo):
@@ -37,12 +37,12 @@ def maxpool_forward(x, k, stride, pt, pl, ho, wo):
     return y, arg
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def maxpool_backward(dy, arg, h, w):
     """dx[n, pixel, c] += dy[n, oh, ow, c] for the pixel that won each window."""
     n_img, ho, wo, c = dy.shape
     dx = np.zeros((n_img, h * w, c), dtype=dy.dtype)
-    for n in range(n_img):
+    for n in prange(n_img):
         for oh in range(ho):
             for ow in range(wo):
                 for ch in range(c):
@@ -50,12 +50,12 @@ def maxpool_backward(dy, arg, h, w):
     return dx.reshape(n_img, h, w, c)
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def upsample_forward(x, factor):
     """y[n, h, w, c] = x[n, h // factor, w // factor, c] (nearest neighbour)."""
     n_img, h, w, c = x.shape
     y = np.empty((n_img, h * factor, w * factor, c), dtype=x.dtype)
-    for row in range(n_img * h * factor):
+    for row in prange(n_img * h * factor):
         n, oh = row // (h * factor), row % (h * factor)
         for ow in range(w * factor):
             for ch in range(c):
@@ -63,13 +63,13 @@ def upsample_forward(x, factor):
     return y
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def upsample_backward(dy, factor):
     """dx[n, h, w, c] = sum of dy over the factor x factor block that copied x[n, h, w, c]."""
     n_img, ho, wo, c = dy.shape
     h, w = ho // factor, wo // factor
     dx = np.zeros((n_img, h, w, c), dtype=dy.dtype)
-    for row in range(n_img * h):
+    for row in prange(n_img * h):
         n, ih = row // h, row % h
         for a in range(factor):
             for iw in range(w):

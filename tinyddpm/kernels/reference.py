@@ -90,3 +90,45 @@ def groupnorm(x, gamma, beta, groups, eps):
     var = xg.var(axis=(1, 2, 4), keepdims=True)
     y = ((xg - mean) / np.sqrt(var + eps)).reshape(n, h, w, c) * gamma + beta
     return y.astype(x.dtype)
+
+
+def batchnorm_backward(dy, x, gamma, eps):
+    """(dx, dgamma, dbeta) of batchnorm_train, from the formula in float64:
+    dx = gamma / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat))."""
+    dy, x = dy.astype(np.float64), x.astype(np.float64)
+    axes = (0, 1, 2)
+    xhat = (x - x.mean(axis=axes)) / np.sqrt(x.var(axis=axes) + eps)
+    dx = gamma / np.sqrt(x.var(axis=axes) + eps) * (
+        dy - dy.mean(axis=axes) - xhat * (dy * xhat).mean(axis=axes))
+    return dx, (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
+
+
+# --- element-wise steps (kernels/elementwise.py) and products (kernels/blas.py): NumPy's own
+
+def relu(x):
+    return np.maximum(x, 0)
+
+
+def relu_backward(g, y):
+    return g * (y > 0)
+
+
+def add(x, y):
+    return x + y
+
+
+def pixel_sum(g):
+    return g.sum(axis=(1, 2), keepdims=True)
+
+
+def column_sum(g):
+    return g.sum(axis=0)
+
+
+def concat_channels(a, b):
+    return np.concatenate([a, b], axis=-1)
+
+
+def matmul(a, b, trans_a=False, trans_b=False, bias=None):
+    c = (a.T if trans_a else a) @ (b.T if trans_b else b)
+    return c if bias is None else c + bias
