@@ -107,6 +107,9 @@ def test_maxpool_kernels_match_reference(n, h, w, c, k, stride, padding):
     out_hw, pads = K.conv2d_geometry(x.shape, (k, k), stride, padding)
     y, arg = K.maxpool_forward(x, k, stride, pads[0], pads[2], *out_hw)
     np.testing.assert_array_equal(y, R.maxpool(x, k, stride, pads, out_hw))
+    y_only, no_arg = K.maxpool_forward(x, k, stride, pads[0], pads[2], *out_hw, False)
+    np.testing.assert_array_equal(y_only, y)  # the inference form, without the argmax
+    assert no_arg.size == 0
     # backward: each output's gradient lands on the input pixel holding its maximum
     dy = randn(*y.shape)
     dx = K.maxpool_backward(dy, arg, h, w)

@@ -80,7 +80,9 @@ class MaxPool2D(Function):
     @staticmethod
     def forward(ctx, x, pool=3, stride=2, padding="same"):
         out_hw, pads = K.conv2d_geometry(x.shape, (pool, pool), stride, padding)
-        y, arg = K.maxpool_forward(np.ascontiguousarray(x), pool, stride, pads[0], pads[2], *out_hw)
+        keep = ctx.needs_input_grad[0]  # the winners' positions only when a backward will follow
+        y, arg = K.maxpool_forward(np.ascontiguousarray(x), pool, stride, pads[0], pads[2], *out_hw,
+                                   keep)
         ctx.args = arg, x.shape
         return y
 

@@ -15,11 +15,15 @@ from numba import njit, prange
 
 # The batch-norm loops view the (M, C) values as one flat run and work on blocks of whole rows,
 # against per-channel vectors repeated to the block's length (``_tiled``): long contiguous inner
-# loops that vectorise even when C is 16, split over numba's threads.
+# loops that vectorise even when C is 16, split over numba's threads. Sums are taken in the
+# input's precision over at most _FLUSH blocks (a few dozen values per position), then added
+# into float64 totals.
+
+_FLUSH = 16
 
 
 def _block_rows(c):
-    return max(1, 2048 // c)
+    return max(1, 512 // c)
 
 
 def _tiled(v, rows, dtype):
@@ -27,9 +31,9 @@ def _tiled(v, rows, dtype):
 
 
 @njit(parallel=True, cache=True)
-def _block_sums(x2, y2, a_t, b_t, rows, parts):
-    """Per thread, per position in a block: sums of u and of u * (y - a) * b, u = x, in float64,
-    where y2 = x2 when only the moments are wanted (then a = 0, b = 1: sum x, sum x^2).
+def _block_sums(x2, y2, a_t, b_t, rows, parts, moments):
+    """Per thread and per position in a block, float64 totals of u and of u * w, where
+    ``moments``: u = x, w = x (sum x, sum x^2); otherwise u = x, w = (y - a) * b.
     The caller adds the threads and the rows of a block, giving per-channel totals."""
     m, c = x2.shape
     run = rows * c
@@ -40,15 +44,28 @@ def _block_sums(x2, y2, a_t, b_t, rows, parts):
         lo = min(m, p * step)
         hi = min(m, lo + step)
         s, q = acc[p, 0], acc[p, 1]
-        r = lo
+        s_part, q_part = np.zeros(run, x2.dtype), np.zeros(run, x2.dtype)
+        r, blocks = lo, 0
         while r < hi:
             take = min(rows, hi - r)
             u, v = xf[r * c:(r + take) * c], yf[r * c:(r + take) * c]
-            for i in range(take * c):
-                g = np.float64(u[i])
-                s[i] += g
-                q[i] += g * ((v[i] - a_t[i]) * b_t[i])
+            if moments:
+                for i in range(take * c):
+                    s_part[i] += u[i]
+                    q_part[i] += u[i] * u[i]
+            else:
+                for i in range(take * c):
+                    s_part[i] += u[i]
+                    q_part[i] += u[i] * ((v[i] - a_t[i]) * b_t[i])
             r += take
+            blocks += 1
+            if blocks == _FLUSH or r >= hi:
+                for i in range(run):
+                    s[i] += s_part[i]
+                    q[i] += q_part[i]
+                s_part[:] = 0
+                q_part[:] = 0
+                blocks = 0
     return acc
 
 
@@ -76,9 +93,9 @@ def _affine(x2, y2, a_t, b_t, c_t, d_t, rows):
 def _moments(x2):
     m, c = x2.shape
     rows = _block_rows(c)
-    zero, one = _tiled(0, rows * c, x2.dtype), _tiled(1, rows * c, x2.dtype)
-    s = _channel_totals(_block_sums(x2, x2, zero, one, rows, numba.get_num_threads()), rows, c)
-    return s  # (2, C): sum x, sum x^2
+    none = np.empty(0, x2.dtype)
+    acc = _block_sums(x2, x2, none, none, rows, numba.get_num_threads(), True)
+    return _channel_totals(acc, rows, c)  # (2, C): sum x, sum x^2
 
 
 def _scale_shift(x2, scale, shift):
@@ -126,8 +143,8 @@ def batchnorm_backward(dy, x, gamma, mean, var, eps):
     rows = _block_rows(c)
     inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
     mean_t, inv_t = _tiled(mean, rows, dt), _tiled(inv_std, rows, dt)
-    sums = _channel_totals(_block_sums(dy2, x2, mean_t, inv_t, rows, numba.get_num_threads()),
-                           rows, c)
+    sums = _channel_totals(_block_sums(dy2, x2, mean_t, inv_t, rows, numba.get_num_threads(),
+                                       False), rows, c)
     dbeta, dgamma = sums[0], sums[1]
     a = gamma * inv_std
     dx = _affine(dy2, x2, _tiled(a, rows, dt), _tiled(a * dgamma / m * inv_std, rows, dt),

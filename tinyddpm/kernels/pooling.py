@@ -4,15 +4,16 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True)
-def maxpool_forward(x, k, stride, pt, pl, ho, wo):
+def maxpool_forward(x, k, stride, pt, pl, ho, wo, with_argmax=True):
     """y[n, oh, ow, c] = max over the k x k window at (oh*stride - pt, ow*stride - pl).
 
-    Padding never wins (it acts as -inf). Also returns, per output, the flat index ih * W + iw of
-    the winning input pixel, for the backward pass.
+    Padding never wins (it acts as -inf). With ``with_argmax``, also returns, per output, the
+    flat index ih * W + iw of the winning input pixel, for the backward pass (otherwise an
+    empty array: inference needs no backward).
     """
     n_img, h, w, c = x.shape
     y = np.empty((n_img, ho, wo, c), dtype=x.dtype)
-    arg = np.empty((n_img, ho, wo, c), dtype=np.int32)
+    arg = np.empty((n_img, ho, wo, c) if with_argmax else (0, 0, 0, 0), dtype=np.int32)
     for row in prange(n_img * ho):
         n, oh = row // ho, row % ho
         h0 = oh * stride - pt
@@ -20,7 +21,8 @@ def maxpool_forward(x, k, stride, pt, pl, ho, wo):
             w0 = ow * stride - pl
             for ch in range(c):
                 y[n, oh, ow, ch] = -np.inf
-                arg[n, oh, ow, ch] = -1
+                if with_argmax:
+                    arg[n, oh, ow, ch] = -1
             for i in range(k):
                 ih = h0 + i
                 if ih < 0 or ih >= h:
@@ -28,6 +30,10 @@ def maxpool_forward(x, k, stride, pt, pl, ho, wo):
                 for j in range(k):
                     iw = w0 + j
                     if iw < 0 or iw >= w:
+                        continue
+                    if not with_argmax:
+                        for ch in range(c):
+                            y[n, oh, ow, ch] = max(y[n, oh, ow, ch], x[n, ih, iw, ch])
                         continue
                     for ch in range(c):
                         v = x[n, ih, iw, ch]
