@@ -185,6 +185,19 @@ def time_runs(fn, repeats, per_run, warmup, jit_count=None, max_extra_warmup=10,
                 jit_during_timing=(jit_count() - count) if jit_count else None)
 
 
+def threads_description():
+    """How tinyddpm used the cores: numba's threads, and whether the products ran on them."""
+    import numba
+    from tinyddpm.kernels import blas
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "threading layer not started"
+    where = ("products split over them, NumPy's OpenBLAS on one thread" if blas.SHARED_POOL
+             else "products in NumPy's BLAS")
+    return f"{numba.get_num_threads()} numba threads ({layer}), {where}"
+
+
 def numba_specialisations():
     """How many compiled specialisations tinyddpm's numba kernels hold (grows while they JIT)."""
     import tinyddpm.kernels as K
@@ -403,6 +416,7 @@ def tinyddpm_worker(args, p):
     model.train()
     log(f"tinyddpm sample b{p['sample_batch']}", out["sample"])
     out["numba_specialisations"] = numba_specialisations()
+    out["threads"] = threads_description()
     if args.breakdown:
         x, t, noise = random_batch(MEMORY_BATCH, seed=MEMORY_BATCH)
         out["breakdown"] = profile_training(model, {"X_noisy": x, "time": t}, noise,
@@ -590,7 +604,8 @@ def markdown(rows, memory, info, breakdown, check, top=15):
         f"Model: {f['forward'] / 1e6:.1f} MFLOP per image forward as run "
         f"({f['forward_book_order'] / 1e6:.1f} in the book's order of the up blocks' skip conv), "
         f"training {f['train'] / 1e6:.1f} MFLOP (3x forward). tinyddpm {info['tinyddpm']} "
-        f"(BLAS threads {info['blas_threads']}) vs {torch_text}. Medians of {info['repeats']} "
+        f"({info['tiny_threads']}; BLAS threads {info['blas_threads']}) vs {torch_text}. "
+        f"Medians of {info['repeats']} "
         f"runs (fewer where a case passed its time budget) after a warm-up. Both processes "
         f"keep freed memory (glibc mallopt "
         f"M_MMAP_THRESHOLD/M_TRIM_THRESHOLD, as tinyddpm/_malloc.py), applied: tinyddpm "
@@ -747,6 +762,7 @@ def main(argv=None):
         flops_per_layer=layer_macs(), roofline_gflops=roofline, roofline_before=roofline_before,
         roofline_after=roofline_after, tinyddpm=tiny["version"],
         blas_threads=", ".join(tiny["blas_threads"] or ["unknown"]),
+        tiny_threads=tiny.get("threads", "threads unknown"),
         torch=torch_runs[0]["version"] if torch_runs else None,
         torch_threads=torch_runs[0]["threads"] if torch_runs else None,
         malloc=dict(tinyddpm=tiny["malloc_keep_freed"],

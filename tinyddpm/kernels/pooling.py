@@ -20,9 +20,10 @@ def maxpool_forward(x, k, stride, pt, pl, ho, wo, with_argmax=True):
         for ow in range(wo):
             w0 = ow * stride - pl
             for ch in range(c):
-                y[n, oh, ow, ch] = -np.inf
+                y[n, oh, ow, ch] = -np.inf  # a window of padding only (never, with Keras' rule)
                 if with_argmax:
-                    arg[n, oh, ow, ch] = -1
+                    arg[n, oh, ow, ch] = -1  # ... has no winner and passes no gradient back
+            first = True  # the first pixel inside the image wins outright (NaN included)
             for i in range(k):
                 ih = h0 + i
                 if ih < 0 or ih >= h:
@@ -31,15 +32,13 @@ def maxpool_forward(x, k, stride, pt, pl, ho, wo, with_argmax=True):
                     iw = w0 + j
                     if iw < 0 or iw >= w:
                         continue
-                    if not with_argmax:
-                        for ch in range(c):
-                            y[n, oh, ow, ch] = max(y[n, oh, ow, ch], x[n, ih, iw, ch])
-                        continue
                     for ch in range(c):
                         v = x[n, ih, iw, ch]
-                        if v > y[n, oh, ow, ch] or arg[n, oh, ow, ch] < 0:
+                        if first or v > y[n, oh, ow, ch]:
                             y[n, oh, ow, ch] = v
-                            arg[n, oh, ow, ch] = ih * w + iw
+                            if with_argmax:
+                                arg[n, oh, ow, ch] = ih * w + iw
+                    first = False
     return y, arg
 
 
@@ -52,7 +51,8 @@ def maxpool_backward(dy, arg, h, w):
         for oh in range(ho):
             for ow in range(wo):
                 for ch in range(c):
-                    dx[n, arg[n, oh, ow, ch], ch] += dy[n, oh, ow, ch]
+                    if arg[n, oh, ow, ch] >= 0:
+                        dx[n, arg[n, oh, ow, ch], ch] += dy[n, oh, ow, ch]
     return dx.reshape(n_img, h, w, c)
 
 
