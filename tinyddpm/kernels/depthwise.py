@@ -4,76 +4,70 @@
     dx = the same convolution of dy (padded by k - 1 - pad) with k rotated by 180 degrees
     dk[i, j, c] = sum_{n, h, w} xpad[n, h + i, w + j, c] * dy[n, h, w, c]
 
-Not a matrix product, so it is a direct loop, one image per thread. Each image is zero-padded
-into a scratch buffer so that no inner loop needs a bounds check, and the innermost loop runs over
+Not a matrix product, so it is a direct loop, one image per thread. The innermost loop runs over
 a whole output row, (W, C) flattened, so the compiler vectorises it even for C = 16 (a loop over
-the channels alone is too short).
+the channels alone is too short); each tap only visits the columns where it falls inside the
+image, so no padded copy is made.
 """
 import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True)
-def _padded_image(x, n, pt, pl, hp, wp):
-    """Image n of x zero-padded to (hp, wp * C), one row per padded image row."""
-    _, h, w, c = x.shape
-    xp = np.zeros((hp, wp * c), dtype=x.dtype)
-    for ih in range(h):
-        for iw in range(w):
-            for ch in range(c):
-                xp[ih + pt, (pl + iw) * c + ch] = x[n, ih, iw, ch]
-    return xp
-
-
 @njit(parallel=True, cache=True)
 def _depthwise_forward(x, kt, pt, pl, ho, wo):
     """One image per thread. Row oh of the output, flattened over (ow, c), is the sum over the
-    taps (i, j) of padded input row oh + i shifted by j pixels, times ``kt[i, j]`` -- the tap's
+    taps (i, j) of input row oh + i - pt shifted by j - pl pixels, times ``kt[i, j]`` -- the tap's
     weights repeated for every output column -- so the innermost loop is one long contiguous
-    run that the compiler vectorises (a loop over the C channels alone is too short)."""
-    n_img, _, _, c = x.shape
+    run that the compiler vectorises (a loop over the C channels alone is too short). Taps that
+    fall on the zero padding are skipped: no padded copy of the image is made."""
+    n_img, h, w, c = x.shape
     kh, kw, run = kt.shape
-    hp, wp = ho + kh - 1, wo + kw - 1
-    y = np.empty((n_img, ho, run), dtype=x.dtype)
+    y = np.zeros((n_img, ho, run), dtype=x.dtype)
     for n in prange(n_img):
-        xp = _padded_image(x, n, pt, pl, hp, wp)
         for oh in range(ho):
             out = y[n, oh]
-            out[:] = 0
             for i in range(kh):
-                if kw == 3:  # the usual 3x3: one pass per kernel row, three taps at a time
-                    s0, s1, s2 = xp[oh + i, :run], xp[oh + i, c:c + run], xp[oh + i, 2 * c:2 * c + run]
-                    t0, t1, t2 = kt[i, 0], kt[i, 1], kt[i, 2]
-                    for m in range(run):
-                        out[m] += s0[m] * t0[m] + s1[m] * t1[m] + s2[m] * t2[m]
+                ih = oh + i - pt
+                if ih < 0 or ih >= h:
                     continue
+                row = x[n, ih].reshape(w * c)
                 for j in range(kw):
-                    # plain loop indices only: computed ones (off + m) would make numba check for
-                    # negative indices in the innermost loop, which stops the vectorisation
-                    src, tap = xp[oh + i, j * c:j * c + run], kt[i, j]
-                    for m in range(run):
-                        out[m] += src[m] * tap[m]
+                    lo, hi = max(0, pl - j), min(wo, w + pl - j)  # columns whose tap j is inside
+                    if hi <= lo:
+                        continue
+                    # slices, so that the inner loop indexes with its own counter only: computed
+                    # indices make numba check for negative ones, which stops the vectorisation
+                    src = row[(lo + j - pl) * c:(hi + j - pl) * c]
+                    dst, tap = out[lo * c:hi * c], kt[i, j, lo * c:hi * c]
+                    for m in range(dst.size):
+                        dst[m] += src[m] * tap[m]
     return y
 
 
 @njit(parallel=True, cache=True)
 def _depthwise_kernel_grad(x, dy, pt, pl, kh, kw):
-    """Per image (one per thread): dkt[n, i, j, (ow, c)] = sum_oh xpad[n, oh + i, ow + j, c]
+    """Per image (one per thread): dkt[n, i, j, (ow, c)] = sum_oh x[n, oh + i - pt, ow + j - pl, c]
     * dy[n, oh, ow, c] -- the kernel gradient still spread over the output columns."""
-    n_img, _, _, c = x.shape
+    n_img, h, w, c = x.shape
     _, ho, wo, _ = dy.shape
     run = wo * c
-    hp, wp = ho + kh - 1, wo + kw - 1
     dkt = np.zeros((n_img, kh, kw, run), dtype=x.dtype)
     for n in prange(n_img):
-        xp = _padded_image(x, n, pt, pl, hp, wp)
         for oh in range(ho):
             g = dy[n, oh].reshape(run)
             for i in range(kh):
+                ih = oh + i - pt
+                if ih < 0 or ih >= h:
+                    continue
+                row = x[n, ih].reshape(w * c)
                 for j in range(kw):
-                    src, acc = xp[oh + i, j * c:j * c + run], dkt[n, i, j]
-                    for m in range(run):
-                        acc[m] += src[m] * g[m]
+                    lo, hi = max(0, pl - j), min(wo, w + pl - j)
+                    if hi <= lo:
+                        continue
+                    src, gg = row[(lo + j - pl) * c:(hi + j - pl) * c], g[lo * c:hi * c]
+                    acc = dkt[n, i, j, lo * c:hi * c]
+                    for m in range(acc.size):
+                        acc[m] += src[m] * gg[m]
     return dkt
 
 
