@@ -396,7 +396,7 @@ def main(argv=None):
                         help="fewer repeats: finishes in under a minute")
     parser.add_argument("--threads", type=int, default=2,
                         help="threads for numba and torch (default 2, the machine's cores); "
-                             "BLAS keeps its own setting")
+                             "tinyddpm's matrix products run on the numba threads")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch timings")
     parser.add_argument("--only", default=None,
                         help="run only ops whose label contains this text (e.g. 'depthwise')")
