@@ -23,7 +23,10 @@ noise ~ N(0, 1)) this measures, for tinyddpm and for the faithful PyTorch port i
 * a correctness guard: tinyddpm's weights copied into the torch port give the same output on the
   same input (max |difference| < 1e-3), in inference mode and in training mode.
 
-Each measurement is the median over ``--repeats`` timed runs of a few calls, after a warm-up.
+Each measurement is the median over ``--repeats`` timed runs of a few calls, after a warm-up,
+pooled over ``--rounds`` rounds in which the frameworks take turns (tinyddpm, torch, tinyddpm,
+...), so that load from outside the machine's control, which comes in bursts on shared hosts,
+falls on both sides alike.
 
 Every framework runs in its own fresh subprocess (this script with ``--worker``), one after the
 other: torch's OpenMP threads keep spinning after each op, and on a 2-core machine that steals the
@@ -34,8 +37,8 @@ same glibc malloc setting (``tinyddpm._malloc.keep_freed_memory``: freed blocks 
 instead of being unmapped), which tinyddpm makes on import; the torch process loads that file
 alone, without importing tinyddpm.
 
-    python benchmarks/bench_model.py            # full run (about 3 minutes on 2 shared cores)
-    python benchmarks/bench_model.py --quick    # fewer, shorter repeats, no batch 128
+    python benchmarks/bench_model.py            # full run, 3 rounds (about 2 minutes)
+    python benchmarks/bench_model.py --quick    # 1 round, fewer repeats, no batch 128
     python benchmarks/bench_model.py --no-torch --no-breakdown
 
 Results go to ``benchmarks/results/bench_model.json`` and ``.md`` (``bench_model_quick.*`` with
@@ -89,6 +92,7 @@ def plan(args):
         warmup=2 if args.quick else 3,
         budget_s=5 if args.quick else 30,  # per measurement, past the first 3 runs
         breakdown_steps=3 if args.quick else 10,
+        rounds=args.rounds or (1 if args.quick else 3),
     )
 
 
@@ -518,9 +522,10 @@ def log(what, timing):
           file=sys.stderr, flush=True)
 
 
-def run_worker(name, args, layout=None):
+def run_worker(name, args, layout=None, breakdown=None):
     """Run this script as ``--worker name`` in a fresh process; its JSON (or None), with the
     cores other processes kept busy just before it started (``busy_cores_before``)."""
+    breakdown = args.breakdown if breakdown is None else breakdown
     load = busy_cores()
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
                "--threads", str(args.threads)]
@@ -528,7 +533,7 @@ def run_worker(name, args, layout=None):
         command.append("--quick")
     if args.repeats:
         command += ["--repeats", str(args.repeats)]
-    if not args.breakdown:
+    if not breakdown:
         command.append("--no-breakdown")
     if layout:
         command += ["--layout", layout]
@@ -537,6 +542,25 @@ def run_worker(name, args, layout=None):
     if result is not None:
         result["busy_cores_before"] = load
     return result
+
+
+def merge_rounds(results):
+    """One worker's results from several rounds as one: each measurement's timed runs pooled
+    (median, min and max over all of them), everything else from the first round."""
+    merged = dict(results[0])
+
+    def pool(timings):
+        samples = [s for t in timings for s in t["samples_s"]]
+        return dict(timings[0], median_s=statistics.median(samples), min_s=min(samples),
+                    max_s=max(samples), cpu_s=statistics.median(t["cpu_s"] for t in timings),
+                    samples_s=samples, runs=len(samples),
+                    round_medians_s=[t["median_s"] for t in timings])
+    if "train" in merged:
+        merged["train"] = {b: pool([r["train"][b] for r in results]) for b in merged["train"]}
+    if "sample" in merged:
+        merged["sample"] = pool([r["sample"] for r in results])
+    merged["rounds"] = len(results)
+    return merged
 
 
 # --------------------------------------------------------------------------- results
@@ -559,7 +583,8 @@ def summarise(tiny, torch_runs, flops, roofline):
                     best_per_s=batch / timing["min_s"], gflops=gflops,
                     roofline_share=gflops / roofline,
                     cpu_per_wall=timing["cpu_s"] / timing["median_s"],
-                    spread=(timing["max_s"] - timing["min_s"]) / timing["median_s"])
+                    spread=(timing["max_s"] - timing["min_s"]) / timing["median_s"],
+                    round_ms=[v * 1e3 for v in timing.get("round_medians_s", [])])
 
     rows = []
     for batch in sorted(int(b) for b in tiny["train"]):
@@ -605,8 +630,9 @@ def markdown(rows, memory, info, breakdown, check, top=15):
         f"({f['forward_book_order'] / 1e6:.1f} in the book's order of the up blocks' skip conv), "
         f"training {f['train'] / 1e6:.1f} MFLOP (3x forward). tinyddpm {info['tinyddpm']} "
         f"({info['tiny_threads']}; BLAS threads {info['blas_threads']}) vs {torch_text}. "
-        f"Medians of {info['repeats']} "
-        f"runs (fewer where a case passed its time budget) after a warm-up. Both processes "
+        f"Medians of {info['rounds']} x {info['repeats']} runs ({info['rounds']} rounds, "
+        f"each framework in a fresh process in turn, the runs pooled; fewer where a case "
+        f"passed its time budget) after a warm-up. Both processes "
         f"keep freed memory (glibc mallopt "
         f"M_MMAP_THRESHOLD/M_TRIM_THRESHOLD, as tinyddpm/_malloc.py), applied: tinyddpm "
         f"{yes(info['malloc']['tinyddpm'])}, torch {yes(info['malloc']['torch'])}.", "",
@@ -640,6 +666,12 @@ def markdown(rows, memory, info, breakdown, check, top=15):
                      f"{r['what']} tinyddpm {r['tinyddpm']['cpu_per_wall']:.1f}"
                      + (f", torch {r['torch']['cpu_per_wall']:.1f}" if r["torch"] else "")
                      for r in rows) + ".")
+    rounds = [f"{r['what']}: tinyddpm " + " / ".join(f"{v:.1f}" for v in r["tinyddpm"]["round_ms"])
+              + ("; torch " + " / ".join(f"{v:.1f}" for v in r["torch"]["round_ms"])
+                 if r["torch"] else "")
+              for r in rows if r["tinyddpm"] and len(r["tinyddpm"]["round_ms"]) > 1]
+    if rounds:
+        lines.append("Each round's median, ms per call: " + "; ".join(rounds) + ".")
     loads = [f"{name} {v:.1f}" for name, v in info["busy_cores"].items() if v is not None]
     if loads:
         lines.append("Cores kept busy by other processes just before each part: "
@@ -703,6 +735,9 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed runs per measurement, each of ~96 images' worth of calls "
                              "(32 with --quick), after a warm-up (default 10; 3 with --quick)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="times the frameworks are measured in turn, each in a fresh "
+                             "process, runs pooled (default 3; 1 with --quick)")
     parser.add_argument("--no-torch", action="store_true",
                         help="skip PyTorch (also skipped, with a note, when it is not installed)")
     parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True,
@@ -722,8 +757,9 @@ def parse_args(argv=None):
     parser.add_argument("--layout", choices=("NCHW", "channels_last"), default="NCHW",
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if (args.repeats is not None and args.repeats < 1) or args.threads < 1:
-        parser.error("--repeats and --threads must be positive")
+    if ((args.repeats is not None and args.repeats < 1) or args.threads < 1
+            or (args.rounds is not None and args.rounds < 1)):
+        parser.error("--repeats, --rounds and --threads must be positive")
     return args
 
 
@@ -742,23 +778,29 @@ def main(argv=None):
               "running, so the timings will be noisy", file=sys.stderr)
     roofline_before = matmul_roofline(p["repeats"])
     print(f"  NumPy matmul roofline {roofline_before:.0f} GFLOP/s", file=sys.stderr)
-    tiny = run_worker("tinyddpm", args)
-    torch_runs, check = [], None
-    if not args.no_torch:
-        for layout in ("NCHW", "channels_last"):
-            result = run_worker("torch", args, layout)
+    # Rounds alternate the frameworks (tinyddpm, torch NCHW, torch channels_last, again ...), so
+    # a burst of load from outside this machine's control hits both sides alike.
+    tiny_rounds, torch_rounds, check = [], {"NCHW": [], "channels_last": []}, None
+    with_torch = not args.no_torch
+    for r in range(p["rounds"]):
+        tiny_rounds.append(run_worker("tinyddpm", args, breakdown=args.breakdown and r == 0))
+        for layout in ("NCHW", "channels_last") if with_torch else ():
+            result = run_worker("torch", args, layout, breakdown=False)
             if result is None:
                 print("note: torch is not installed; tinyddpm alone", file=sys.stderr)
+                with_torch = False
                 break
-            torch_runs.append(result)
-        if torch_runs:
-            check = run_worker("check", args)
+            torch_rounds[layout].append(result)
+    tiny = merge_rounds(tiny_rounds)
+    torch_runs = [merge_rounds(runs) for runs in torch_rounds.values() if runs]
+    if torch_runs:
+        check = run_worker("check", args)
     roofline_after = matmul_roofline(p["repeats"])
     roofline = max(roofline_before, roofline_after)
     flops = model_flops()
     rows, memory = summarise(tiny, torch_runs, flops, roofline)
     info = dict(
-        quick=args.quick, repeats=p["repeats"], plan=p, flops=flops,
+        quick=args.quick, repeats=p["repeats"], rounds=p["rounds"], plan=p, flops=flops,
         flops_per_layer=layer_macs(), roofline_gflops=roofline, roofline_before=roofline_before,
         roofline_after=roofline_after, tinyddpm=tiny["version"],
         blas_threads=", ".join(tiny["blas_threads"] or ["unknown"]),
