@@ -271,3 +271,30 @@ def test_blas_and_numba_share_one_thread_pool():
     import numba
     from tinyddpm.kernels import blas
     assert blas.SHARED_POOL or numba.get_num_threads() == 1
+
+
+def test_fallback_without_the_shared_pool_gives_the_same_results():
+    """TINYDDPM_NUMPY_BLAS=1 (or a BLAS tinyddpm cannot find): NumPy's own products, numba on one
+    thread, the same numbers."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import numpy as np, numba\n"
+        "from tinyddpm.kernels import blas, conv2d_forward, conv2d_geometry\n"
+        "from tinyddpm.kernels import reference as R\n"
+        "assert not blas.SHARED_POOL and numba.get_num_threads() == 1\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.standard_normal((3, 8, 8, 5)).astype(np.float32)\n"
+        "k = rng.standard_normal((3, 3, 5, 7)).astype(np.float32)\n"
+        "b = rng.standard_normal(7).astype(np.float32)\n"
+        "hw, pads = conv2d_geometry(x.shape, k.shape, 1, 'same')\n"
+        "y, _ = conv2d_forward(x, k, b, 1, pads, hw)\n"
+        "np.testing.assert_allclose(y, R.conv2d(x, k, b, 1, pads, hw), rtol=1e-4, atol=1e-4)\n"
+        "np.testing.assert_allclose(blas.matmul(x.reshape(-1, 5), k[0, 0], bias=b),\n"
+        "                           x.reshape(-1, 5) @ k[0, 0] + b, rtol=1e-5, atol=1e-5)\n"
+        "print('ok')\n")
+    env = dict(os.environ, TINYDDPM_NUMPY_BLAS="1")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
