@@ -67,9 +67,8 @@ def _col2im(cols, h, w, stride, pt, pl):
                     for j in range(kw):
                         iw = ow * stride - pl + j
                         if 0 <= iw < w:
-                            dst, src = x[n, ih, iw], cols[n, oh, ow, i, j]
                             for ch in range(c):
-                                dst[ch] += src[ch]
+                                x[n, ih, iw, ch] += cols[n, oh, ow, i, j, ch]
     return x
 
 
