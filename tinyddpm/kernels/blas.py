@@ -106,6 +106,12 @@ def _gemm_reduce(gemm, a, b, partial):
             partial[p] = 0
 
 
+def bias_vector(bias, dtype):
+    """``bias`` as a contiguous array of ``dtype``; None becomes an empty array, which the numba
+    loops here and in ``conv.py`` read as "no bias"."""
+    return np.empty(0, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+
+
 def matmul(a, b, trans_a=False, trans_b=False, bias=None):
     """``a @ b``, ``a.T @ b`` (``trans_a``) or ``a @ b.T`` (``trans_b``) of 2-D arrays, plus
     ``bias`` (one value per column of the result) if given.
@@ -134,7 +140,7 @@ def matmul(a, b, trans_a=False, trans_b=False, bias=None):
         _gemm_reduce(gemm, a, b, partial)
         return partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)
     c = np.empty((m, n), a.dtype)
-    bias = np.empty(0, a.dtype) if bias is None else np.ascontiguousarray(bias, dtype=a.dtype)
+    bias = bias_vector(bias, a.dtype)
     if bias.size not in (0, n):
         raise ValueError(f"matmul: bias of shape {bias.shape} for a result with {n} columns")
     if m and n:

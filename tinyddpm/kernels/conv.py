@@ -7,7 +7,7 @@ one matrix product with the kernel reshaped to (k*k*C_in, C_out). Kernels use Ke
 import numpy as np
 from numba import njit, prange
 
-from .blas import matmul
+from .blas import bias_vector, matmul
 from .elementwise import column_sum
 
 
@@ -141,8 +141,8 @@ def conv2d_forward(x, kernel, bias, stride, pads, out_hw):
         x = np.ascontiguousarray(x)
         wide = kernel.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out)
         z = matmul(x.reshape(-1, c_in), wide).reshape(*x.shape[:3], kh * kw * c_out)
-        b = np.empty(0, x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
-        y, saved = _shift_add(z, kh, kw, c_out, pads[0], pads[2], *out_hw, b), ("input", x)
+        y, saved = (_shift_add(z, kh, kw, c_out, pads[0], pads[2], *out_hw,
+                               bias_vector(bias, x.dtype)), ("input", x))
     else:
         cols = im2col(x, kh, kw, stride, pads, out_hw)
         y, saved = matmul(cols, kernel.reshape(-1, c_out), bias=bias), ("cols", cols)

@@ -16,8 +16,8 @@ from numba import njit, prange
 # The batch-norm loops view the (M, C) values as one flat run and work on blocks of whole rows,
 # against per-channel vectors repeated to the block's length (``_tiled``): long contiguous inner
 # loops that vectorise even when C is 16, split over numba's threads. Sums are taken in the
-# input's precision over at most _FLUSH blocks (a few dozen values per position), then added
-# into float64 totals.
+# input's precision over at most _FLUSH blocks (that many values per position), then added into
+# float64 totals.
 
 _FLUSH = 16
 
