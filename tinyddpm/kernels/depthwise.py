@@ -9,6 +9,7 @@ a whole output row, (W, C) flattened, so the compiler vectorises it even for C =
 the channels alone is too short); each tap only visits the columns where it falls inside the
 image, so no padded copy is made.
 """
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -45,29 +46,36 @@ def _depthwise_forward(x, kt, pt, pl, ho, wo):
 
 
 @njit(parallel=True, cache=True)
-def _depthwise_kernel_grad(x, dy, pt, pl, kh, kw):
-    """Per image (one per thread): dkt[n, i, j, (ow, c)] = sum_oh x[n, oh + i - pt, ow + j - pl, c]
-    * dy[n, oh, ow, c] -- the kernel gradient still spread over the output columns."""
+def _depthwise_kernel_grad(x, dy, pt, pl, kh, kw, parts):
+    """dkt[p, i, j, (ow, c)] = sum over part p's images n and rows oh of
+    x[n, oh + i - pt, ow + j - pl, c] * dy[n, oh, ow, c] -- the kernel gradient still spread over
+    the output columns. Each of ``parts`` threads takes a run of images; each image's sum is
+    taken in the input's precision, then added into the part's float64 total."""
     n_img, h, w, c = x.shape
     _, ho, wo, _ = dy.shape
     run = wo * c
-    dkt = np.zeros((n_img, kh, kw, run), dtype=x.dtype)
-    for n in prange(n_img):
-        for oh in range(ho):
-            g = dy[n, oh].reshape(run)
-            for i in range(kh):
-                ih = oh + i - pt
-                if ih < 0 or ih >= h:
-                    continue
-                row = x[n, ih].reshape(w * c)
-                for j in range(kw):
-                    lo, hi = max(0, pl - j), min(wo, w + pl - j)
-                    if hi <= lo:
+    dkt = np.zeros((parts, kh, kw, run))
+    step = -(-n_img // parts)
+    for p in prange(parts):
+        acc = np.empty((kh, kw, run), dtype=x.dtype)
+        for n in range(p * step, min(n_img, (p + 1) * step)):
+            acc[:] = 0
+            for oh in range(ho):
+                g = dy[n, oh].reshape(run)
+                for i in range(kh):
+                    ih = oh + i - pt
+                    if ih < 0 or ih >= h:
                         continue
-                    src, gg = row[(lo + j - pl) * c:(hi + j - pl) * c], g[lo * c:hi * c]
-                    acc = dkt[n, i, j, lo * c:hi * c]
-                    for m in range(acc.size):
-                        acc[m] += src[m] * gg[m]
+                    row = x[n, ih].reshape(w * c)
+                    for j in range(kw):
+                        lo, hi = max(0, pl - j), min(wo, w + pl - j)
+                        if hi <= lo:
+                            continue
+                        src, gg = row[(lo + j - pl) * c:(hi + j - pl) * c], g[lo * c:hi * c]
+                        tap = acc[i, j, lo * c:hi * c]
+                        for m in range(tap.size):
+                            tap[m] += src[m] * gg[m]
+            dkt[p] += acc
     return dkt
 
 
@@ -95,7 +103,8 @@ def depthwise_backward(x, dy, k, pt, pl):
 
     dx is itself a depthwise convolution: of dy with the kernel rotated by 180 degrees, padded
     by (kh - 1 - pt, kw - 1 - pl) before, so it runs on the same fast forward loop.
-    dk is summed per image in the input's precision, then over the images in float64.
+    dk is summed per image in the input's precision, then over the images in float64 (one
+    running total per thread).
     """
     _, h, w, _ = x.shape
     ho, wo = dy.shape[1:3]
@@ -103,6 +112,7 @@ def depthwise_backward(x, dy, k, pt, pl):
     _check_window(x.shape, k.shape, pt, pl, ho, wo)
     dy = np.ascontiguousarray(dy)
     dx = depthwise_forward(dy, k[::-1, ::-1], kh - 1 - pt, kw - 1 - pl, h, w)
-    dkt = _depthwise_kernel_grad(np.ascontiguousarray(x), dy, pt, pl, kh, kw)
-    dk = dkt.sum(axis=0, dtype=np.float64).reshape(kh, kw, wo, c).sum(axis=2)
+    parts = max(1, min(numba.get_num_threads(), x.shape[0]))
+    dkt = _depthwise_kernel_grad(np.ascontiguousarray(x), dy, pt, pl, kh, kw, parts)
+    dk = dkt.sum(axis=0).reshape(kh, kw, wo, c).sum(axis=2)
     return dx, dk.astype(x.dtype)
