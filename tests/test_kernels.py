@@ -44,6 +44,8 @@ CONV_CASES = [  # (N, H, W, Cin, Cout, k, stride, padding)
     (2, 8, 8, 6, 3, 3, 1, "same"),   # C_out < C_in: the output-side (multiply, then shift) form
     (1, 9, 7, 5, 2, 3, 1, "valid"),
     (2, 6, 6, 4, 1, 3, 1, "same"),
+    (2, 9, 8, 2, 3, 5, 2, "same"),   # few channels: im2col along the rows, 5x5, stride 2
+    (2, 10, 9, 3, 2, 3, 1, "same"),  # few output channels: the shift-add along the rows
 ]
 
 

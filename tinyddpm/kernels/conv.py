@@ -54,6 +54,36 @@ def _im2col(x, kh, kw, stride, pt, pl, ho, wo):
 
 
 @njit(parallel=True, cache=True)
+def _im2col_few_channels(x, kh, kw, stride, pt, pl, ho, wo):
+    """:func:`_im2col` for a few channels: the same matrix, filled one (tap, channel) column at a
+    time along each output row -- one long strided copy instead of a loop of C iterations per
+    pixel and tap, which costs more than it copies when C is 1 (the stem's grey images)."""
+    n_img, h, w, c = x.shape
+    cols = np.empty((n_img * ho * wo, kh * kw * c), dtype=x.dtype)
+    for row in prange(n_img * ho):
+        n, oh = row // ho, row % ho
+        block = cols[row * wo:(row + 1) * wo]
+        for i in range(kh):
+            ih = oh * stride - pt + i
+            for j in range(kw):
+                # output columns [lo, hi) read input column ow * stride - pl + j inside the image
+                lo = min(wo, max(0, -(-(pl - j) // stride)))
+                hi = max(lo, min(wo, (w - 1 + pl - j) // stride + 1))
+                for ch in range(c):
+                    dst = block[:, (i * kw + j) * c + ch]
+                    if ih < 0 or ih >= h:
+                        dst[:] = 0
+                        continue
+                    dst[:lo] = 0
+                    dst[hi:] = 0
+                    src = x[n, ih, lo * stride - pl + j:(hi - 1) * stride - pl + j + 1:stride, ch]
+                    out = dst[lo:hi]
+                    for m in range(out.size):
+                        out[m] = src[m]
+    return cols
+
+
+@njit(parallel=True, cache=True)
 def _col2im(cols, h, w, stride, pt, pl):
     n_img, ho, wo, kh, kw, c = cols.shape
     x = np.zeros((n_img, h, w, c), dtype=cols.dtype)
@@ -72,9 +102,13 @@ def _col2im(cols, h, w, stride, pt, pl):
     return x
 
 
+FEW_CHANNELS = 4  # up to this many, the loops run along image rows (see _im2col_few_channels)
+
+
 def im2col(x, kh, kw, stride, pads, out_hw):
     """(N,H,W,C) -> (N*Ho*Wo, kh*kw*C): row r holds the receptive field of output pixel r."""
-    return _im2col(np.ascontiguousarray(x), kh, kw, stride, pads[0], pads[2], *out_hw)
+    fill = _im2col_few_channels if x.shape[3] <= FEW_CHANNELS else _im2col
+    return fill(np.ascontiguousarray(x), kh, kw, stride, pads[0], pads[2], *out_hw)
 
 
 def col2im(cols, x_shape, kh, kw, stride, pads, out_hw):
@@ -116,6 +150,33 @@ def _shift_add(z, kh, kw, c_out, pt, pl, ho, wo, bias):
     return y
 
 
+@njit(parallel=True, cache=True)
+def _shift_add_few_channels(z, kh, kw, c_out, pt, pl, ho, wo, bias):
+    """:func:`_shift_add` for a few output channels (the 1-channel head): each output channel of
+    an output row is summed along the row, tap by tap, from a strided run of ``z``."""
+    n_img, h, w, _ = z.shape
+    y = np.empty((n_img, ho, wo, c_out), dtype=z.dtype)
+    for row in prange(n_img * ho):
+        n, oh = row // ho, row % ho
+        acc = np.empty(wo, dtype=z.dtype)
+        for o in range(c_out):
+            acc[:] = bias[o] if bias.size else 0
+            for i in range(kh):
+                ih = oh - pt + i
+                if ih < 0 or ih >= h:
+                    continue
+                for j in range(kw):
+                    lo, hi = max(0, pl - j), min(wo, w + pl - j)  # columns whose tap j is inside
+                    if hi <= lo:
+                        continue
+                    src = z[n, ih, lo + j - pl:hi + j - pl, (i * kw + j) * c_out + o]
+                    dst = acc[lo:hi]
+                    for m in range(dst.size):
+                        dst[m] += src[m]
+            y[n, oh, :, o] = acc
+    return y
+
+
 def _output_side(kernel, stride):
     """Whether to multiply first and shift after (fewer bytes when C_out < C_in, stride 1)."""
     kh, kw, c_in, c_out = kernel.shape
@@ -141,8 +202,9 @@ def conv2d_forward(x, kernel, bias, stride, pads, out_hw):
         x = np.ascontiguousarray(x)
         wide = kernel.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out)
         z = matmul(x.reshape(-1, c_in), wide).reshape(*x.shape[:3], kh * kw * c_out)
-        y, saved = (_shift_add(z, kh, kw, c_out, pads[0], pads[2], *out_hw,
-                               bias_vector(bias, x.dtype)), ("input", x))
+        shift_add = _shift_add_few_channels if c_out <= FEW_CHANNELS else _shift_add
+        y, saved = (shift_add(z, kh, kw, c_out, pads[0], pads[2], *out_hw,
+                              bias_vector(bias, x.dtype)), ("input", x))
     else:
         cols = im2col(x, kh, kw, stride, pads, out_hw)
         y, saved = matmul(cols, kernel.reshape(-1, c_out), bias=bias), ("cols", cols)
