@@ -73,6 +73,21 @@ def test_up_block_computes_the_books_skip_path():
     np.testing.assert_allclose(ours, books, rtol=1e-5, atol=1e-5)
 
 
+def test_inference_folds_batchnorm_into_the_convolutions():
+    """Sampling (eval, no_grad) folds the 13 BatchNorms into the layers before them; the shipped
+    model (trained statistics) gives the same noise prediction as the layers run one by one."""
+    model = td.load_pretrained().eval()
+    rng = np.random.default_rng(3)
+    inputs = {"X_noisy": rng.standard_normal((4, 28, 28, 1)).astype(np.float32),
+              "time": np.array([1, 100, 2000, 4000])}
+    plain = model(inputs).data  # gradients recorded: nothing is folded
+    with td.no_grad():
+        assert model.down[0].sep1(np.ones((1, 4, 4, 16), np.float32)).normalized_by is \
+            model.down[0].bn1
+        folded = model(inputs).data
+    np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-4)
+
+
 def test_model_input_errors():
     model = td.build_diffusion_model(seed=0)
     x = np.zeros((2, 28, 28, 1), np.float32)

@@ -69,6 +69,41 @@ def test_batchnorm_eval_gradients_and_moving_statistics():
     np.testing.assert_array_equal(layer.moving_mean, stats)  # eval never updates
 
 
+@pytest.mark.parametrize("factory", [
+    lambda: nn.Conv2D(3, 3, padding="same"),
+    lambda: nn.Conv2D(2, 3, strides=2, use_bias=False),
+    lambda: nn.Conv2DTranspose(3, 3, padding="same"),
+    lambda: nn.SeparableConv2D(4, 3, padding="same"),
+], ids=["conv", "conv-stride2-nobias", "conv-transpose", "separable"])
+def test_fold_batchnorm_gives_the_same_inference(factory):
+    from tinyddpm import no_grad
+    x = randn(4, 7, 7, 2)
+    conv, bn = factory().astype(np.float64), nn.BatchNormalization().astype(np.float64)
+    bn(conv(Tensor(x)))  # build both
+    bn.gamma.data[:] = rng.uniform(0.5, 2, bn.gamma.shape)
+    bn.beta.data[:] = rng.standard_normal(bn.beta.shape)
+    bn.moving_mean = rng.standard_normal(bn.moving_mean.shape)
+    bn.moving_variance = rng.uniform(0.2, 3, bn.moving_variance.shape)
+    assert nn.fold_batchnorm(conv, bn) is conv
+    conv.eval(), bn.eval()
+    plain = bn(conv(Tensor(x)))  # gradients recorded: the two layers run as written
+    assert plain.normalized_by is None
+    with no_grad():
+        folded = conv(Tensor(x))
+        assert folded.normalized_by is bn and bn(folded) is folded  # bn passes it through
+    np.testing.assert_allclose(folded.data, plain.data, rtol=1e-10, atol=1e-12)
+    conv.train(), bn.train()
+    with no_grad():  # training mode: batch statistics, nothing folded
+        assert conv(Tensor(x)).normalized_by is None
+
+
+def test_fold_batchnorm_refuses_what_cannot_fold():
+    with pytest.raises(ValueError, match="activation"):
+        nn.fold_batchnorm(nn.Conv2D(2, 3, activation="relu"), nn.BatchNormalization())
+    with pytest.raises(TypeError, match="BatchNormalization"):
+        nn.fold_batchnorm(nn.Conv2D(2, 3), nn.GroupNormalization(2))
+
+
 def test_layers_call_the_numba_kernels(monkeypatch):
     """The layers run on the kernels (not on the references): swap a kernel and see it used."""
     calls = []

@@ -88,7 +88,8 @@ class Tensor:
     ``requires_grad=True`` marks a leaf whose gradient ``backward()`` accumulates into ``.grad``.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "from_op", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "from_op", "normalized_by",
+                 "__weakref__")
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None):
@@ -98,6 +99,7 @@ class Tensor:
         self._ctx = None
         self.name = name
         self.from_op = False  # made by an op from other tensors (see nn.Module._check_input)
+        self.normalized_by = None  # the BatchNormalization already folded in (nn.fold_batchnorm)
 
     # --- array-like conveniences -------------------------------------------------------------
     shape = property(lambda self: self.data.shape)

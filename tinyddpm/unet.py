@@ -19,6 +19,8 @@ class DownBlock(nn.Module):
         super().__init__()
         self.sep1, self.bn1 = nn.SeparableConv2D(width, 3, padding="same"), nn.BatchNormalization()
         self.sep2, self.bn2 = nn.SeparableConv2D(width, 3, padding="same"), nn.BatchNormalization()
+        nn.fold_batchnorm(self.sep1, self.bn1)  # at inference: folded into the weights
+        nn.fold_batchnorm(self.sep2, self.bn2)
         self.pool = nn.MaxPooling2D(3, strides=2, padding="same")
         self.skip_conv = nn.Conv2D(width, 1, strides=2, padding="same")
         self.time_dense = nn.Dense(width)
@@ -41,6 +43,8 @@ class UpBlock(nn.Module):
         super().__init__()
         self.tconv1, self.bn1 = nn.Conv2DTranspose(width, 3, padding="same"), nn.BatchNormalization()
         self.tconv2, self.bn2 = nn.Conv2DTranspose(width, 3, padding="same"), nn.BatchNormalization()
+        nn.fold_batchnorm(self.tconv1, self.bn1)
+        nn.fold_batchnorm(self.tconv2, self.bn2)
         self.up = nn.UpSampling2D(2)
         self.skip_up = nn.UpSampling2D(2)
         self.skip_conv = nn.Conv2D(width, 1, padding="same")
@@ -97,6 +101,7 @@ class DiffusionUNet(Model):
         self.pad = nn.ZeroPadding2D(pad)
         self.conv_in = nn.Conv2D(first, 3)
         self.bn_in = nn.BatchNormalization()
+        nn.fold_batchnorm(self.conv_in, self.bn_in)
         self.time_in = nn.Dense(first)
         self.down = [DownBlock(w) for w in widths]
         self.up = [UpBlock(w) for w in (*reversed(widths[:-1]), first)]
