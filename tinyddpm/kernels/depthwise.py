@@ -81,7 +81,9 @@ def _depthwise_kernel_grad(x, dy, pt, pl, kh, kw, parts):
 
 def _tiled(k, wo):
     """k (kh, kw, C) -> (kh, kw, wo * C): each tap's C weights repeated for the wo columns."""
-    return np.ascontiguousarray(np.tile(k, (1, 1, wo)))
+    out = np.empty((*k.shape[:2], wo, k.shape[2]), k.dtype)
+    out[:] = k[:, :, None, :]
+    return out.reshape(*k.shape[:2], wo * k.shape[2])
 
 
 def _check_window(x_shape, k_shape, pt, pl, ho, wo):

@@ -27,7 +27,10 @@ def _block_rows(c):
 
 
 def _tiled(v, rows, dtype):
-    return np.ascontiguousarray(np.tile(np.asarray(v, dtype=dtype), rows))
+    """v (a number or per-channel vector) repeated ``rows`` times, as one contiguous run."""
+    out = np.empty((rows, np.size(v)), dtype)
+    out[:] = v
+    return out.reshape(-1)
 
 
 @njit(parallel=True, cache=True)
