@@ -86,8 +86,9 @@ def _im2col_few_channels(x, kh, kw, stride, pt, pl, ho, wo):
 @njit(parallel=True, cache=True)
 def _col2im(cols, h, w, stride, pt, pl):
     n_img, ho, wo, kh, kw, c = cols.shape
-    x = np.zeros((n_img, h, w, c), dtype=cols.dtype)
+    x = np.empty((n_img, h, w, c), dtype=cols.dtype)
     for n in prange(n_img):
+        x[n] = 0
         for oh in range(ho):
             for ow in range(wo):
                 for i in range(kh):

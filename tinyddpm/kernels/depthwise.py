@@ -23,10 +23,11 @@ def _depthwise_forward(x, kt, pt, pl, ho, wo):
     fall on the zero padding are skipped: no padded copy of the image is made."""
     n_img, h, w, c = x.shape
     kh, kw, run = kt.shape
-    y = np.zeros((n_img, ho, run), dtype=x.dtype)
+    y = np.empty((n_img, ho, run), dtype=x.dtype)
     for n in prange(n_img):
         for oh in range(ho):
             out = y[n, oh]
+            out[:] = 0  # here, while the row is in cache, not in a pass over all of y first
             for i in range(kh):
                 ih = oh + i - pt
                 if ih < 0 or ih >= h:

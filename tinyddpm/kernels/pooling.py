@@ -46,8 +46,9 @@ def maxpool_forward(x, k, stride, pt, pl, ho, wo, with_argmax=True):
 def maxpool_backward(dy, arg, h, w):
     """dx[n, pixel, c] += dy[n, oh, ow, c] for the pixel that won each window."""
     n_img, ho, wo, c = dy.shape
-    dx = np.zeros((n_img, h * w, c), dtype=dy.dtype)
+    dx = np.empty((n_img, h * w, c), dtype=dy.dtype)
     for n in prange(n_img):
+        dx[n] = 0  # each image zeroed by its own thread, just before it fills it
         for oh in range(ho):
             for ow in range(wo):
                 for ch in range(c):
@@ -74,9 +75,10 @@ def upsample_backward(dy, factor):
     """dx[n, h, w, c] = sum of dy over the factor x factor block that copied x[n, h, w, c]."""
     n_img, ho, wo, c = dy.shape
     h, w = ho // factor, wo // factor
-    dx = np.zeros((n_img, h, w, c), dtype=dy.dtype)
+    dx = np.empty((n_img, h, w, c), dtype=dy.dtype)
     for row in prange(n_img * h):
         n, ih = row // h, row % h
+        dx[n, ih] = 0
         for a in range(factor):
             for iw in range(w):
                 for b in range(factor):
