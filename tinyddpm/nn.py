@@ -450,7 +450,8 @@ def _fold_batchnorm_into(layer, kernel, bias, axis):
     (``axis``: the kernel's output-channel axis) and that batch norm, or the weights unchanged
     and None when nothing is folded (see :func:`fold_batchnorm`)."""
     bn = layer.__dict__.get("folded_batchnorm")
-    if bn is None or layer.training or bn.training or not bn.built or is_grad_enabled():
+    if (bn is None or layer.training or bn.training or not bn.built or is_grad_enabled()
+            or layer.activation is not None):  # an activation set since: it would come between
         return kernel, bias, None
     scale = bn.gamma.data / np.sqrt(bn.moving_variance + bn.epsilon)
     shape = [1] * kernel.ndim
