@@ -102,6 +102,14 @@ def test_fold_batchnorm_refuses_what_cannot_fold():
         nn.fold_batchnorm(nn.Conv2D(2, 3, activation="relu"), nn.BatchNormalization())
     with pytest.raises(TypeError, match="BatchNormalization"):
         nn.fold_batchnorm(nn.Conv2D(2, 3), nn.GroupNormalization(2))
+    from tinyddpm import no_grad, ops
+    conv, bn = nn.Conv2D(2, 3), nn.BatchNormalization()
+    x = np.ones((1, 5, 5, 1), np.float32)
+    bn(conv(x))
+    nn.fold_batchnorm(conv, bn).eval(), bn.eval()
+    conv.activation = ops.relu  # set after the declaration: no longer folded
+    with no_grad():
+        assert conv(x).normalized_by is None
 
 
 def test_layers_call_the_numba_kernels(monkeypatch):
