@@ -64,6 +64,15 @@ else:
     numba.set_num_threads(1)
 
 
+@njit(inline="always", cache=True)
+def part_rows(m, parts, p):
+    """Rows [lo, hi) of part ``p`` when ``m`` rows are split into ``parts`` runs of
+    ceil(m / parts) rows (the last shorter, trailing ones empty): one part per numba thread."""
+    step = -(-m // parts)
+    lo = min(m, p * step)
+    return lo, min(m, lo + step)
+
+
 @njit(parallel=True, cache=True)
 def _gemm_rows(gemm, a, b, c, trans_b, parts, bias):
     """c = a @ b (or a @ b^T) [+ bias]: each of ``parts`` threads computes a block of c's rows.
@@ -72,10 +81,8 @@ def _gemm_rows(gemm, a, b, c, trans_b, parts, bias):
     m, k = a.shape
     n = c.shape[1]
     size = a.itemsize
-    step = -(-m // parts)
     for p in prange(parts):
-        lo = p * step
-        hi = min(m, lo + step)
+        lo, hi = part_rows(m, parts, p)
         if hi > lo:
             beta = 0.0
             if bias.size:
@@ -94,10 +101,8 @@ def _gemm_reduce(gemm, a, b, partial):
     n = b.shape[1]
     parts = partial.shape[0]
     size = a.itemsize
-    step = -(-m // parts)
     for p in prange(parts):
-        lo = p * step
-        hi = min(m, lo + step)
+        lo, hi = part_rows(m, parts, p)
         if hi > lo:
             gemm(_ROW_MAJOR, _TRANS, _NO_TRANS, k, n, hi - lo, 1.0,
                  a.ctypes.data + lo * k * size, k, b.ctypes.data + lo * n * size, n, 0.0,

@@ -13,6 +13,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .blas import part_rows
+
 
 @njit(parallel=True, cache=True)
 def _depthwise_forward(x, kt, pt, pl, ho, wo):
@@ -56,10 +58,10 @@ def _depthwise_kernel_grad(x, dy, pt, pl, kh, kw, parts):
     _, ho, wo, _ = dy.shape
     run = wo * c
     dkt = np.zeros((parts, kh, kw, run))
-    step = -(-n_img // parts)
     for p in prange(parts):
         acc = np.empty((kh, kw, run), dtype=x.dtype)
-        for n in range(p * step, min(n_img, (p + 1) * step)):
+        lo, hi = part_rows(n_img, parts, p)
+        for n in range(lo, hi):
             acc[:] = 0
             for oh in range(ho):
                 g = dy[n, oh].reshape(run)

@@ -15,6 +15,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .blas import part_rows
+
 MIN_SIZE = 1 << 15  # smaller arrays stay with NumPy (a parallel launch costs a few microseconds)
 
 
@@ -83,10 +85,10 @@ def _column_sum(g, parts):
     """g (M, C) -> (parts, C) partial sums over blocks of rows, in float64."""
     m, c = g.shape
     acc = np.zeros((parts, c))
-    step = -(-m // parts)
     for p in prange(parts):
         total = acc[p]
-        for r in range(p * step, min(m, (p + 1) * step)):
+        lo, hi = part_rows(m, parts, p)
+        for r in range(lo, hi):
             row = g[r]
             for ch in range(c):
                 total[ch] += row[ch]

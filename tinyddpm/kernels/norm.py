@@ -13,6 +13,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .blas import part_rows
+
 # The batch-norm loops view the (M, C) values as one flat run and work on blocks of whole rows,
 # against per-channel vectors repeated to the block's length (``_tiled``): long contiguous inner
 # loops that vectorise even when C is 16, split over numba's threads. Sums are taken in the
@@ -42,10 +44,8 @@ def _block_sums(x2, y2, a_t, b_t, rows, parts, moments):
     run = rows * c
     xf, yf = x2.reshape(m * c), y2.reshape(m * c)
     acc = np.zeros((parts, 2, run))
-    step = -(-m // parts)
     for p in prange(parts):
-        lo = min(m, p * step)
-        hi = min(m, lo + step)
+        lo, hi = part_rows(m, parts, p)
         s, q = acc[p, 0], acc[p, 1]
         s_part, q_part = np.zeros(run, x2.dtype), np.zeros(run, x2.dtype)
         r, blocks = lo, 0
