@@ -600,6 +600,11 @@ def summarise(tiny, torch_runs, flops, roofline):
     for r in rows:
         r["ratio"] = r["torch"] and r["tinyddpm"]["per_s"] / r["torch"]["per_s"]
         r["ratio_best"] = r["torch"] and r["tinyddpm"]["best_per_s"] / r["torch"]["best_per_s"]
+        kind, _, batch = r["key"].partition("_b")
+        timings = {run["layout"]: run["train"].get(batch) if kind == "train" else run["sample"]
+                   for run in torch_runs}
+        r["ratio_by_layout"] = {layout: timing["median_s"] / r["tinyddpm"]["ms"] * 1e3
+                                for layout, timing in timings.items() if timing}
     _, layout, run = best("train", MEMORY_BATCH)
     memory = dict(tinyddpm=tiny["train_memory_mib"]["peak"],
                   tinyddpm_setup=tiny["setup_memory_mib"]["rss"],
@@ -666,6 +671,12 @@ def markdown(rows, memory, info, breakdown, check, top=15):
                      f"{r['what']} tinyddpm {r['tinyddpm']['cpu_per_wall']:.1f}"
                      + (f", torch {r['torch']['cpu_per_wall']:.1f}" if r["torch"] else "")
                      for r in rows) + ".")
+    by_layout = [f"{r['what']} " + ", ".join(f"{layout} {v:.2f}"
+                                            for layout, v in r["ratio_by_layout"].items())
+                 for r in rows if r.get("ratio_by_layout")]
+    if by_layout:
+        lines.append("tinyddpm / torch in each of torch's layouts (medians; NCHW is torch's "
+                     "default, channels_last its NHWC): " + "; ".join(by_layout) + ".")
     rounds = [f"{r['what']}: tinyddpm " + " / ".join(f"{v:.1f}" for v in r["tinyddpm"]["round_ms"])
               + ("; torch " + " / ".join(f"{v:.1f}" for v in r["torch"]["round_ms"])
                  if r["torch"] else "")
