@@ -76,6 +76,19 @@ def test_im2col_col2im_are_adjoint(n, h, w, cin, cout, k, stride, padding):
     np.testing.assert_allclose(np.sum(cols * c), np.sum(x * back), rtol=1e-10)
 
 
+def test_tap_columns_are_the_columns_that_read_inside_the_image():
+    from tinyddpm.kernels.conv import tap_columns
+    for w in (1, 2, 5, 8):
+        for stride in (1, 2, 3):
+            for pl in range(4):
+                for j in range(5):
+                    for wo in range(7):
+                        inside = [ow for ow in range(wo) if 0 <= ow * stride - pl + j < w]
+                        lo, hi = tap_columns(j, pl, w, wo, stride)
+                        assert 0 <= lo <= hi <= wo
+                        assert list(range(lo, hi)) == inside, (j, pl, w, wo, stride)
+
+
 @pytest.mark.parametrize("n,h,cin,cout", [(2, 4, 6, 3), (1, 8, 4, 5), (3, 5, 2, 2)])
 def test_conv2d_transpose_matches_scatter_reference(n, h, cin, cout):
     x, kern, bias = randn(n, h, h, cin), randn(3, 3, cout, cin), randn(cout)

@@ -30,6 +30,14 @@ def conv_output_and_padding(size, k, stride, padding):
     raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
 
 
+@njit(inline="always", cache=True)
+def tap_columns(j, pl, w, wo, stride):
+    """Output columns [lo, hi) whose tap ``j`` reads a pixel inside the image, that is input
+    column ow * stride - pl + j in [0, w); lo <= hi, and lo == hi when there are none."""
+    lo = min(wo, max(0, -(-(pl - j) // stride)))
+    return lo, max(lo, min(wo, (w - 1 + pl - j) // stride + 1))
+
+
 @njit(parallel=True, cache=True)
 def _im2col(x, kh, kw, stride, pt, pl, ho, wo):
     n_img, h, w, c = x.shape
@@ -66,9 +74,7 @@ def _im2col_few_channels(x, kh, kw, stride, pt, pl, ho, wo):
         for i in range(kh):
             ih = oh * stride - pt + i
             for j in range(kw):
-                # output columns [lo, hi) read input column ow * stride - pl + j inside the image
-                lo = min(wo, max(0, -(-(pl - j) // stride)))
-                hi = max(lo, min(wo, (w - 1 + pl - j) // stride + 1))
+                lo, hi = tap_columns(j, pl, w, wo, stride)
                 for ch in range(c):
                     dst = block[:, (i * kw + j) * c + ch]
                     if ih < 0 or ih >= h:
@@ -167,8 +173,8 @@ def _shift_add_few_channels(z, kh, kw, c_out, pt, pl, ho, wo, bias):
                 if ih < 0 or ih >= h:
                     continue
                 for j in range(kw):
-                    lo, hi = max(0, pl - j), min(wo, w + pl - j)  # columns whose tap j is inside
-                    if hi <= lo:
+                    lo, hi = tap_columns(j, pl, w, wo, 1)
+                    if hi == lo:
                         continue
                     src = z[n, ih, lo + j - pl:hi + j - pl, (i * kw + j) * c_out + o]
                     dst = acc[lo:hi]

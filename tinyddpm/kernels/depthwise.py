@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from .blas import part_rows
+from .conv import tap_columns
 
 
 @njit(parallel=True, cache=True)
@@ -36,8 +37,8 @@ def _depthwise_forward(x, kt, pt, pl, ho, wo):
                     continue
                 row = x[n, ih].reshape(w * c)
                 for j in range(kw):
-                    lo, hi = max(0, pl - j), min(wo, w + pl - j)  # columns whose tap j is inside
-                    if hi <= lo:
+                    lo, hi = tap_columns(j, pl, w, wo, 1)
+                    if hi == lo:
                         continue
                     # slices, so that the inner loop indexes with its own counter only: computed
                     # indices make numba check for negative ones, which stops the vectorisation
@@ -60,8 +61,8 @@ def _depthwise_kernel_grad(x, dy, pt, pl, kh, kw, parts):
     dkt = np.zeros((parts, kh, kw, run))
     for p in prange(parts):
         acc = np.empty((kh, kw, run), dtype=x.dtype)
-        lo, hi = part_rows(n_img, parts, p)
-        for n in range(lo, hi):
+        first, end = part_rows(n_img, parts, p)
+        for n in range(first, end):
             acc[:] = 0
             for oh in range(ho):
                 g = dy[n, oh].reshape(run)
@@ -71,8 +72,8 @@ def _depthwise_kernel_grad(x, dy, pt, pl, kh, kw, parts):
                         continue
                     row = x[n, ih].reshape(w * c)
                     for j in range(kw):
-                        lo, hi = max(0, pl - j), min(wo, w + pl - j)
-                        if hi <= lo:
+                        lo, hi = tap_columns(j, pl, w, wo, 1)
+                        if hi == lo:
                             continue
                         src, gg = row[(lo + j - pl) * c:(hi + j - pl) * c], g[lo * c:hi * c]
                         tap = acc[i, j, lo * c:hi * c]
