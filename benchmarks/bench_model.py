@@ -567,11 +567,15 @@ def merge_rounds(results):
 
 def summarise(tiny, torch_runs, flops, roofline):
     """Rows of the main table: per measurement, both frameworks' numbers and the ratio."""
-    def best(kind, batch=None):
-        """The torch layout that ran this measurement fastest: (timing, layout, run)."""
+    def layouts(kind, batch=None):
+        """Each torch layout that ran this measurement: [(timing, layout, run)]."""
         options = [(r[kind] if batch is None else r[kind].get(str(batch)), r["layout"], r)
                    for r in torch_runs]
-        options = [o for o in options if o[0]]
+        return [o for o in options if o[0]]
+
+    def best(kind, batch=None):
+        """The torch layout that ran this measurement fastest: (timing, layout, run)."""
+        options = layouts(kind, batch)
         return min(options, key=lambda o: o[0]["median_s"]) if options else (None, None, None)
 
     def entry(timing, batch, flops_per_image):
@@ -586,25 +590,23 @@ def summarise(tiny, torch_runs, flops, roofline):
                     spread=(timing["max_s"] - timing["min_s"]) / timing["median_s"],
                     round_ms=[v * 1e3 for v in timing.get("round_medians_s", [])])
 
-    rows = []
-    for batch in sorted(int(b) for b in tiny["train"]):
-        t_timing, layout, _ = best("train", batch)
-        rows.append(dict(key=f"train_b{batch}", what=f"training, batch {batch}", unit="images/s",
-                         tinyddpm=entry(tiny["train"][str(batch)], batch, flops["train"]),
-                         torch=entry(t_timing, batch, flops["train"]), layout=layout))
-    t_timing, layout, _ = best("sample")
-    rows.append(dict(key=f"sample_b{SAMPLE_BATCH}", what=f"sampling, batch {SAMPLE_BATCH}",
-                     unit="image-steps/s",
-                     tinyddpm=entry(tiny["sample"], SAMPLE_BATCH, flops["forward"]),
-                     torch=entry(t_timing, SAMPLE_BATCH, flops["forward"]), layout=layout))
+    def row(key, what, unit, tiny_timing, kind, batch, flops_per_image):
+        torch_batch = batch if kind == "train" else None  # torch results: train per batch
+        t_timing, layout, _ = best(kind, torch_batch)
+        return dict(key=key, what=what, unit=unit,
+                    tinyddpm=entry(tiny_timing, batch, flops_per_image),
+                    torch=entry(t_timing, batch, flops_per_image), layout=layout,
+                    ratio_by_layout={name: timing["median_s"] / tiny_timing["median_s"]
+                                     for timing, name, _ in layouts(kind, torch_batch)})
+
+    rows = [row(f"train_b{batch}", f"training, batch {batch}", "images/s",
+                tiny["train"][str(batch)], "train", batch, flops["train"])
+            for batch in sorted(int(b) for b in tiny["train"])]
+    rows.append(row(f"sample_b{SAMPLE_BATCH}", f"sampling, batch {SAMPLE_BATCH}",
+                    "image-steps/s", tiny["sample"], "sample", SAMPLE_BATCH, flops["forward"]))
     for r in rows:
         r["ratio"] = r["torch"] and r["tinyddpm"]["per_s"] / r["torch"]["per_s"]
         r["ratio_best"] = r["torch"] and r["tinyddpm"]["best_per_s"] / r["torch"]["best_per_s"]
-        kind, _, batch = r["key"].partition("_b")
-        timings = {run["layout"]: run["train"].get(batch) if kind == "train" else run["sample"]
-                   for run in torch_runs}
-        r["ratio_by_layout"] = {layout: timing["median_s"] / r["tinyddpm"]["ms"] * 1e3
-                                for layout, timing in timings.items() if timing}
     _, layout, run = best("train", MEMORY_BATCH)
     memory = dict(tinyddpm=tiny["train_memory_mib"]["peak"],
                   tinyddpm_setup=tiny["setup_memory_mib"]["rss"],
