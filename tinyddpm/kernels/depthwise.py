@@ -15,6 +15,7 @@ from numba import njit, prange
 
 from .blas import part_rows
 from .conv import tap_columns
+from .elementwise import tile_channels
 
 
 @njit(parallel=True, cache=True)
@@ -83,13 +84,6 @@ def _depthwise_kernel_grad(x, dy, pt, pl, kh, kw, parts):
     return dkt
 
 
-def _tiled(k, wo):
-    """k (kh, kw, C) -> (kh, kw, wo * C): each tap's C weights repeated for the wo columns."""
-    out = np.empty((*k.shape[:2], wo, k.shape[2]), k.dtype)
-    out[:] = k[:, :, None, :]
-    return out.reshape(*k.shape[:2], wo * k.shape[2])
-
-
 def _check_window(x_shape, k_shape, pt, pl, ho, wo):
     _, h, w, _ = x_shape
     if pt < 0 or pl < 0 or ho + k_shape[0] - 1 < h + pt or wo + k_shape[1] - 1 < w + pl:
@@ -100,7 +94,7 @@ def _check_window(x_shape, k_shape, pt, pl, ho, wo):
 def depthwise_forward(x, k, pt, pl, ho, wo):
     """x (N,H,W,C), k (kh,kw,C), padding (pt, pl) before -> y (N,Ho,Wo,C)."""
     _check_window(x.shape, k.shape, pt, pl, ho, wo)
-    y = _depthwise_forward(np.ascontiguousarray(x), _tiled(k.astype(x.dtype), wo), pt, pl, ho, wo)
+    y = _depthwise_forward(np.ascontiguousarray(x), tile_channels(k, wo, x.dtype), pt, pl, ho, wo)
     return y.reshape(x.shape[0], ho, wo, x.shape[3])
 
 

@@ -20,6 +20,16 @@ from .blas import part_rows
 MIN_SIZE = 1 << 15  # smaller arrays stay with NumPy (a parallel launch costs a few microseconds)
 
 
+def tile_channels(v, times, dtype):
+    """v (..., C), per-channel values, repeated ``times`` times along its last axis as one
+    contiguous run: (..., times * C). The row-flattened loops of batch norm and the depthwise
+    convolution read their per-channel weights this way, so that their inner loops are long."""
+    v = np.asarray(v, dtype)
+    out = np.empty((*v.shape[:-1], times, v.shape[-1]), dtype)
+    out[:] = v[..., None, :]
+    return out.reshape(*v.shape[:-1], times * v.shape[-1])
+
+
 def _fast(*arrays):
     first = arrays[0]
     return (first.size >= MIN_SIZE and first.dtype in (np.float32, np.float64)

@@ -14,10 +14,11 @@ import numpy as np
 from numba import njit, prange
 
 from .blas import part_rows
+from .elementwise import tile_channels
 
 # The batch-norm loops view the (M, C) values as one flat run and work on blocks of whole rows,
-# against per-channel vectors repeated to the block's length (``_tiled``): long contiguous inner
-# loops that vectorise even when C is 16, split over numba's threads. Sums are taken in the
+# against per-channel vectors repeated to the block's length (``tile_channels``): long contiguous
+# inner loops that vectorise even when C is 16, split over numba's threads. Sums are taken in the
 # input's precision over at most _FLUSH blocks (that many values per position), then added into
 # float64 totals.
 
@@ -26,13 +27,6 @@ _FLUSH = 16
 
 def _block_rows(c):
     return max(1, 512 // c)
-
-
-def _tiled(v, rows, dtype):
-    """v (a number or per-channel vector) repeated ``rows`` times, as one contiguous run."""
-    out = np.empty((rows, np.size(v)), dtype)
-    out[:] = v
-    return out.reshape(-1)
 
 
 @njit(parallel=True, cache=True)
@@ -105,9 +99,9 @@ def _scale_shift(x2, scale, shift):
     """y = x * scale + shift, per column of x2 (M, C)."""
     c = x2.shape[1]
     rows = _block_rows(c)
-    zero = _tiled(0, rows * c, x2.dtype)
-    return _affine(x2, x2, _tiled(scale, rows, x2.dtype), zero, _tiled(shift, rows, x2.dtype),
-                   zero, rows)
+    zero = np.zeros(rows * c, x2.dtype)
+    return _affine(x2, x2, tile_channels(scale, rows, x2.dtype), zero,
+                   tile_channels(shift, rows, x2.dtype), zero, rows)
 
 
 def batchnorm_forward_train(x, gamma, beta, eps):
@@ -145,13 +139,14 @@ def batchnorm_backward(dy, x, gamma, mean, var, eps):
     dt = x.dtype
     rows = _block_rows(c)
     inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
-    mean_t, inv_t = _tiled(mean, rows, dt), _tiled(inv_std, rows, dt)
+    mean_t, inv_t = tile_channels(mean, rows, dt), tile_channels(inv_std, rows, dt)
     sums = _channel_totals(_block_sums(dy2, x2, mean_t, inv_t, rows, numba.get_num_threads(),
                                        False), rows, c)
     dbeta, dgamma = sums[0], sums[1]
     a = gamma * inv_std
-    dx = _affine(dy2, x2, _tiled(a, rows, dt), _tiled(a * dgamma / m * inv_std, rows, dt),
-                 _tiled(-a * dbeta / m, rows, dt), mean_t, rows)
+    dx = _affine(dy2, x2, tile_channels(a, rows, dt),
+                 tile_channels(a * dgamma / m * inv_std, rows, dt),
+                 tile_channels(-a * dbeta / m, rows, dt), mean_t, rows)
     return dx.reshape(x.shape), dgamma.astype(dt), dbeta.astype(dt)
 
 
