@@ -5,9 +5,11 @@ The engine: ``Tensor`` (autograd), ``ops`` and ``functional`` (differentiable op
 """
 __version__ = "0.1.0"
 
+from . import _threads  # noqa: E402
 from ._malloc import keep_freed_memory  # noqa: E402
 
 keep_freed_memory()  # reuse freed activation buffers instead of page-faulting on new ones
+_threads.setup()  # before numba starts its pool: a spare thread for busy machines (_threads.py)
 
 from . import functional, kernels, losses, nn, ops, optimizers  # noqa: E402
 from .losses import Huber, MeanAbsoluteError, MeanSquaredError  # noqa: E402
@@ -35,8 +37,6 @@ def load_pretrained(path=None, kind="book"):
     """
     from . import pretrained
 
-    paths = {"book": pretrained.PRETRAINED_PATH, "conditional": pretrained.CONDITIONAL_PATH,
-             "latent": pretrained.LATENT_PATH}
-    if kind not in paths:
+    if kind not in pretrained.PRETRAINED:
         raise ValueError(f"kind must be 'book', 'conditional' or 'latent', got {kind!r}")
-    return pretrained.load_pretrained(path or paths[kind])
+    return pretrained.load_pretrained(path or pretrained.PRETRAINED[kind])

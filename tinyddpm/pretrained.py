@@ -15,6 +15,8 @@ from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_
 PRETRAINED_PATH = Path(__file__).resolve().parent / "assets" / "book_unet.npz"
 LATENT_PATH = Path(__file__).resolve().parent / "assets" / "latent_unet.npz"
 CONDITIONAL_PATH = Path(__file__).resolve().parent / "assets" / "conditional_unet.npz"
+PRETRAINED = {"book": PRETRAINED_PATH, "conditional": CONDITIONAL_PATH, "latent": LATENT_PATH}
+"""The shipped models by kind: ``load_pretrained(kind=...)`` and ``sample --pretrained KIND``."""
 
 
 def model_from_checkpoint(path):

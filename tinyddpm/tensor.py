@@ -13,6 +13,7 @@ import contextlib
 
 import numpy as np
 
+from ._threads import adapt as adapt_threads  # all cores when quiet, passive when contended
 from .kernels.elementwise import add  # x + y, on every thread for large arrays
 
 _GRAD_ENABLED = True
@@ -75,6 +76,7 @@ class Function:
         ctx = Context()
         ctx.needs_input_grad = tuple(t is not None and t.requires_grad for t in tensors)
         track = _GRAD_ENABLED and any(ctx.needs_input_grad)
+        adapt_threads()  # the kernels' thread count for a busy or a quiet machine (_threads.py)
         out = Tensor(cls.forward(ctx, *arrays, **kwargs), requires_grad=track)
         out.from_op = True
         if track:

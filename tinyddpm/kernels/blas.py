@@ -21,6 +21,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .. import _threads
+
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _MIN_FLOPS_TO_SPLIT = 1 << 18  # below this a product runs on one thread (splitting costs more)
 
@@ -61,6 +63,7 @@ SHARED_POOL = _OPENBLAS is not None
 if SHARED_POOL:
     _OPENBLAS[2](1)
 else:
+    _threads.disable()  # one numba thread, whatever the load
     numba.set_num_threads(1)
 
 
