@@ -124,7 +124,7 @@ def test_cli_train_latent_resume_and_sample(tmp_path, monkeypatch, capsys):
         main(args)
     assert main(["train-latent", "--ae-epochs", "1", "--epochs", "2", "--steps-per-epoch", "3",
                  "--checkpoint", ckpt, "--resume", "--quiet"]) == 0
-    assert "1 epochs and 0 batches done" in capsys.readouterr().out
+    assert "1 epoch finished" in capsys.readouterr().out
     npy = tmp_path / "s.npy"
     assert main(["sample", "--latent", "--checkpoint", ckpt, "--n", "4", "--steps", "3",
                  "--recalibrate", "2", "--out", str(tmp_path / "g.png"), "--npy", str(npy)]) == 0
@@ -153,7 +153,7 @@ def test_cli_train_latent_resumes_an_interrupted_autoencoder(tmp_path, monkeypat
     assert main(["train-latent", "--ae-epochs", "2", "--epochs", "1", "--steps-per-epoch", "2",
                  "--checkpoint", ckpt, "--resume", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "Resuming the autoencoder" in out and "1 epochs and 0 batches done" in out
+    assert "Resuming the autoencoder" in out and "1 epoch finished" in out
     assert "Phase 2/2" in out
 
 

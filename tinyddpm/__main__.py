@@ -1,12 +1,43 @@
 """Command line: ``python -m tinyddpm train ...`` and ``python -m tinyddpm sample ...``."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 import numpy as np
+
+from ._cli import HelpFormatter, command, parser as new_parser, real_number, whole_number
+
+
+def progress_words(epochs_done, batches_done):
+    """Where a run stands, in the words both the Ctrl-C message and ``--resume`` use."""
+    done = f"{epochs_done} epoch{'s' if epochs_done != 1 else ''} finished"
+    return f"{done}, {batches_done} batches into epoch {epochs_done + 1}" if batches_done else done
+
+
+def resume_command(args, argv):
+    """The command that continues this run: the same options as given, plus ``--resume`` (and
+    without ``--init-from``, which only applies to a fresh start)."""
+    words, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--init-from":
+            skip = True
+        elif not word.startswith("--init-from="):
+            words.append(word)
+    return command("python", "-m", "tinyddpm", *words, *([] if args.resume else ["--resume"]))
+
+
+def _nothing_left(model, epochs, ckpt):
+    """True (after saying so) when the checkpoint already holds ``epochs`` finished epochs."""
+    if model.epoch >= epochs and not model.step_in_epoch:
+        print(f"{ckpt} already holds {progress_words(model.epoch, 0)} and --epochs is {epochs}: "
+              f"nothing to train. To train more, raise --epochs (e.g. --epochs "
+              f"{model.epoch + 10}) and keep --resume.")
+        return True
+    return False
 
 
 def _train(args):
@@ -31,7 +62,9 @@ def _train(args):
             sys.exit(f"--resume: no checkpoint at {ckpt!r}; start without --resume")
         header = td.load_checkpoint(ckpt, model, model.optimizer)
         seed = header.get("data_seed", seed)
-        print(f"Resuming from {ckpt}: {model.epoch} epochs and {model.step_in_epoch} batches done "
+        if _nothing_left(model, args.epochs, ckpt):
+            return 0
+        print(f"Resuming from {ckpt}: {progress_words(model.epoch, model.step_in_epoch)} "
               f"(data seed {seed})")
     elif os.path.exists(ckpt):
         sys.exit(f"{ckpt!r} already exists: pass --resume to continue it, or choose another "
@@ -48,10 +81,8 @@ def _train(args):
     print(f"Training {what} ({model.count_params():,} weights) on {len(X_train):,} "
           f"images, validating on {len(X_valid):,}; batch {args.batch_size}, seed {seed}")
     callbacks = _checkpoints(model, ckpt, best_path, seed)
-    resume = (f"python -m tinyddpm train --epochs {args.epochs} --checkpoint {ckpt} --resume"
-              + (f" --data-dir {args.data_dir}" if args.data_dir else ""))
     start = time.perf_counter()
-    code = _fit(model, train_set, valid_set, args, callbacks, args.epochs, ckpt, resume)
+    code = _fit(model, train_set, valid_set, args, callbacks, args.epochs, ckpt)
     if code:
         return code
     print(f"Done in {time.perf_counter() - start:.0f} s. Latest state: {ckpt}; best validation "
@@ -87,16 +118,17 @@ def _init_from(model, path):
     return sorted(set(state) - set(weights))
 
 
-def _fit(model, train_set, valid_set, args, callbacks, epochs, ckpt, resume_command):
+def _fit(model, train_set, valid_set, args, callbacks, epochs, ckpt):
     """model.fit with the command line's answers to Ctrl-C and to a diverging loss."""
     import tinyddpm as td
 
     try:
         model.fit(train_set, epochs=epochs, validation_data=valid_set, callbacks=callbacks,
-                  verbose=0 if args.quiet else 1, steps_per_epoch=args.steps_per_epoch)
+                  verbose=0 if args.quiet else 1, steps_per_epoch=args.steps_per_epoch,
+                  initial_epoch=model.epoch)
     except KeyboardInterrupt:
-        print(f"\nInterrupted. The state after epoch {model.epoch + 1}, batch "
-              f"{model.step_in_epoch} is saved in {ckpt}; continue with:\n  {resume_command}")
+        print(f"\nInterrupted with {progress_words(model.epoch, model.step_in_epoch)}; that "
+              f"state is saved in {ckpt}. Continue with:\n  {resume_command(args, args.argv)}")
         return 130
     except td.TrainingDiverged as e:
         print(f"\nStopped: {e}\nThe last good checkpoint is {ckpt}.", file=sys.stderr)
@@ -116,9 +148,6 @@ def _train_latent(args):
     ckpt = args.checkpoint
     base = os.path.splitext(ckpt)[0]
     ae_path, best_path = base + ".autoencoder.npz", base + ".best.npz"
-    resume = (f"python -m tinyddpm train-latent --ae-epochs {args.ae_epochs} --epochs "
-              f"{args.epochs} --checkpoint {ckpt} --resume"
-              + (f" --data-dir {args.data_dir}" if args.data_dir else ""))
     for path in (ckpt, ae_path):
         if os.path.exists(path) and not args.resume:
             sys.exit(f"{path!r} already exists: pass --resume to continue it, or choose another "
@@ -126,8 +155,10 @@ def _train_latent(args):
     if args.resume and os.path.exists(ckpt):
         model, header = latent.model_from_checkpoint(ckpt)
         seed = header.get("data_seed", seed)
-        print(f"Resuming the latent model from {ckpt}: {model.epoch} epochs and "
-              f"{model.step_in_epoch} batches done (data seed {seed})")
+        if _nothing_left(model, args.epochs, ckpt):
+            return 0
+        print(f"Resuming the latent model from {ckpt}: "
+              f"{progress_words(model.epoch, model.step_in_epoch)} (data seed {seed})")
     else:
         if args.resume and not os.path.exists(ae_path):
             sys.exit(f"--resume: no checkpoint at {ckpt!r} or {ae_path!r}; start without --resume")
@@ -135,8 +166,8 @@ def _train_latent(args):
         ae.compile(loss="mae", optimizer=td.Nadam(learning_rate=args.learning_rate))
         if args.resume:
             seed = td.load_checkpoint(ae_path, ae, ae.optimizer).get("data_seed", seed)
-            print(f"Resuming the autoencoder from {ae_path}: {ae.epoch} epochs and "
-                  f"{ae.step_in_epoch} batches done (data seed {seed})")
+            print(f"Resuming the autoencoder from {ae_path}: "
+                  f"{progress_words(ae.epoch, ae.step_in_epoch)} (data seed {seed})")
         if ae.epoch < args.ae_epochs:
             print(f"Phase 1/2: the autoencoder ({ae.count_params():,} weights, 28x28x1 -> "
                   f"{'x'.join(map(str, ae.latent_shape))}) on {len(X_train):,} images, batch "
@@ -145,7 +176,7 @@ def _train_latent(args):
                                          extra={"data_seed": seed})
             code = _fit(ae, latent.image_batches(X_train, args.batch_size, True, seed),
                         latent.image_batches(X_valid, 256), args, [ae_ckpt], args.ae_epochs,
-                        ae_path, resume)
+                        ae_path)
             if code:
                 return code
         ae.fit_latent_scale(X_train)
@@ -163,11 +194,12 @@ def _train_latent(args):
           f"{len(Z_train):,} latents {Z_train.shape[1:]}, batch {args.batch_size}, seed {seed}")
     callbacks = _checkpoints(model, ckpt, best_path, seed)
     start = time.perf_counter()
-    code = _fit(model, train_set, valid_set, args, callbacks, args.epochs, ckpt, resume)
+    code = _fit(model, train_set, valid_set, args, callbacks, args.epochs, ckpt)
     if code:
         return code
     print(f"Done in {time.perf_counter() - start:.0f} s. Latest state: {ckpt}; best validation "
-          f"loss: {best_path}; sample with: python -m tinyddpm sample --latent --checkpoint {ckpt}")
+          f"loss: {best_path}; sample with: "
+          + command("python", "-m", "tinyddpm", "sample", "--latent", "--checkpoint", ckpt))
     return 0
 
 
@@ -176,8 +208,15 @@ def _sample(args):
     from tinyddpm.plotting import save_grid
 
     from tinyddpm.checkpoint import read_checkpoint
-    from tinyddpm.pretrained import model_from_checkpoint
+    from tinyddpm.pretrained import PRETRAINED, model_from_checkpoint
 
+    if (args.checkpoint is None) == (args.pretrained is None):
+        sys.exit("error: sample needs one of --checkpoint FILE (a model you trained) or "
+                 "--pretrained book|conditional|latent (a shipped model), not "
+                 + ("both" if args.checkpoint else "neither"))
+    if args.pretrained:
+        args.checkpoint = str(PRETRAINED[args.pretrained])
+        args.latent = args.latent or args.pretrained == "latent"
     latent = bool((read_checkpoint(args.checkpoint)[0].get("config") or {}).get("latent"))
     if latent and not args.latent:
         sys.exit(f"{args.checkpoint!r} holds a latent diffusion model: add --latent")
@@ -185,11 +224,12 @@ def _sample(args):
         sys.exit(f"--latent: {args.checkpoint!r} holds a pixel-space model, not a latent "
                  "diffusion model: drop --latent, or pass a checkpoint of `train-latent`")
     model, header = model_from_checkpoint(args.checkpoint)
-    n, label, per_class = args.n or 64, None, None
+    n, label, per_class = 64 if args.n is None else args.n, None, None
     if args.class_ is not None:
         if getattr(model, "num_classes", None) is None:
-            sys.exit(f"--class: {args.checkpoint!r} holds a model without classes; train one "
-                     "with `python -m tinyddpm train --conditional`")
+            sys.exit(f"--class: {args.checkpoint!r} holds a model without classes; use "
+                     "--pretrained conditional, or train one with `python -m tinyddpm train "
+                     "--conditional`")
         if args.class_.lower() == "all":  # one row per class
             per_class = args.n // 10 if args.n else 10
             if per_class < 1:
@@ -236,31 +276,53 @@ def _sample(args):
 
 def _training_options(parser, checkpoint):
     """The options ``train`` and ``train-latent`` share."""
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Nadam learning rate")
-    parser.add_argument("--data-dir", default=None, help="folder with the four IDX files")
+    parser.add_argument("--batch-size", type=whole_number(1), default=32, help="images a batch")
+    parser.add_argument("--learning-rate", type=real_number(0), default=1e-3,
+                        help="Nadam learning rate")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the four IDX files (default: the usual places, then "
+                        "the embedded subset)")
     parser.add_argument("--checkpoint", default=checkpoint, help="latest-state checkpoint path")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    parser.add_argument("--seed", type=int, default=None, help="seed for weights and data order")
-    parser.add_argument("--steps-per-epoch", type=int, default=None,
-                        help="stop each epoch after this many batches (quick trials)")
-    parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
+    parser.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=None,
+                        help="seed for weights and data order (default: a random one, printed)")
+    parser.add_argument("--steps-per-epoch", type=whole_number(1), default=None,
+                        help="stop each epoch after this many batches, for quick trials "
+                        "(default: the whole training set)")
+    parser.add_argument("--ema", type=real_number(0, 1, low_open=True, high_open=True),
+                        default=None, metavar="DECAY",
                         help="keep a moving average of the (diffusion model's) weights for "
-                        "sampling, e.g. 0.999")
+                        "sampling, e.g. 0.999 (default: none)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m tinyddpm",
-                                     description="Train the book's diffusion model and sample from it.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = new_parser(
+        "python -m tinyddpm", "Train the book's diffusion model, sample from it, measure the "
+        "samples.",
+        epilog="examples:\n"
+        "  python -m tinyddpm sample --pretrained book --n 64 --out grid.png   # a shipped model\n"
+        "  python -m tinyddpm train --epochs 20 --ema 0.999 --checkpoint ckpt.npz\n"
+        "  python -m tinyddpm sample --checkpoint ckpt.npz --steps 50\n"
+        "  python -m tinyddpm evaluate samples.npy\n"
+        "more entry points:\n"
+        "  python -m tinyddpm.demo      the slides' story in a minute, with the shipped models\n"
+        "  python -m tinyddpm.grade     the classroom assignments' autograder\n"
+        "  python -m tinyddpm.metrics   train or calibrate the classifier behind the FID\n"
+        "Each command has its own --help.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train the book's U-Net on Fashion-MNIST",
-                           description="Train the book's U-Net as a DDPM on the 55,000/5,000 split "
-                           "of Fashion-MNIST (the embedded subset where the full set is absent). "
-                           "Saves the latest state to --checkpoint after every epoch and on "
-                           "Ctrl-C, and the best validation loss to <checkpoint>.best.npz.")
-    train.add_argument("--epochs", type=int, required=True, help="total number of epochs")
+    def command_parser(name, **kwargs):
+        return sub.add_parser(name, formatter_class=HelpFormatter, **kwargs)
+
+    train = command_parser(
+        "train", help="train the book's U-Net on Fashion-MNIST",
+        description="Train the book's U-Net as a DDPM on the 55,000/5,000 split of "
+        "Fashion-MNIST (the embedded subset where the full set is absent). Saves the latest "
+        "state to --checkpoint after every epoch and on Ctrl-C, and the best validation loss to "
+        "<checkpoint>.best.npz.")
+    train.add_argument("--epochs", type=whole_number(0), required=True,
+                       help="total number of epochs, counting those a --resume'd checkpoint holds")
     _training_options(train, "ckpt.npz")
     train.add_argument("--conditional", action="store_true",
                        help="class-conditional U-Net for classifier-free guidance (sample it "
@@ -268,50 +330,63 @@ def build_parser():
     train.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                        help="start from these weights (e.g. the shipped model, to fine-tune it "
                        "into a conditional one); weights it lacks start fresh")
-    train.add_argument("--label-dropout", type=float, default=0.1, metavar="P",
-                       help="with --conditional: train on 'no class' with probability P")
+    train.add_argument("--label-dropout", type=real_number(0, 1, high_open=True), default=0.1,
+                       metavar="P", help="with --conditional: train on 'no class' with "
+                       "probability P")
     train.set_defaults(func=_train)
 
-    tl = sub.add_parser("train-latent", help="train a latent diffusion model (autoencoder, "
-                        "then a DDPM over its latents)",
-                        description="Phase 1 trains an autoencoder (28x28x1 -> 7x7x4 -> 28x28x1, "
-                        "mean absolute error) and saves it to <checkpoint>.autoencoder.npz; phase 2 "
-                        "normalises its latents and trains a small U-Net as a DDPM over them, saving "
-                        "the whole model (autoencoder inside) to --checkpoint after every epoch and "
-                        "on Ctrl-C, and the best validation loss to <checkpoint>.best.npz. "
-                        "--resume continues whichever phase was interrupted.")
-    tl.add_argument("--ae-epochs", type=int, default=4, help="autoencoder epochs (phase 1)")
-    tl.add_argument("--epochs", type=int, required=True, help="latent DDPM epochs (phase 2)")
+    tl = command_parser(
+        "train-latent", help="train a latent diffusion model (autoencoder, then a DDPM over its "
+        "latents)",
+        description="Phase 1 trains an autoencoder (28x28x1 -> 7x7x4 -> 28x28x1, mean absolute "
+        "error) and saves it to <checkpoint>.autoencoder.npz; phase 2 normalises its latents and "
+        "trains a small U-Net as a DDPM over them, saving the whole model (autoencoder inside) "
+        "to --checkpoint after every epoch and on Ctrl-C, and the best validation loss to "
+        "<checkpoint>.best.npz. --resume continues whichever phase was interrupted.")
+    tl.add_argument("--ae-epochs", type=whole_number(1), default=4,
+                    help="autoencoder epochs (phase 1)")
+    tl.add_argument("--epochs", type=whole_number(0), required=True,
+                    help="latent DDPM epochs in all (phase 2)")
     _training_options(tl, "latent.npz")
     tl.set_defaults(func=_train_latent)
 
-    sample = sub.add_parser("sample", help="generate images from a checkpoint",
-                            description="Generate images with the full DDPM loop of the slides "
-                            "or with DDIM, and save them as a PNG grid (and a .npy array).")
-    sample.add_argument("--checkpoint", required=True)
+    sample = command_parser(
+        "sample", help="generate images from a shipped model or a checkpoint",
+        description="Generate images with the full DDPM loop of the slides or with DDIM, and "
+        "save them as a PNG grid (and a .npy array). The shipped models: --pretrained book "
+        "(the book's U-Net), conditional (one class at a time, with --class) or latent.")
+    which = sample.add_mutually_exclusive_group()
+    which.add_argument("--pretrained", choices=["book", "conditional", "latent"], default=None,
+                       help="sample a shipped model (in tinyddpm/assets/)")
+    which.add_argument("--checkpoint", default=None, metavar="FILE",
+                       help="sample a model you trained (`train` or `train-latent`)")
     sample.add_argument("--latent", action="store_true",
                         help="the checkpoint is a latent diffusion model (train-latent)")
     sample.add_argument("--class", dest="class_", default=None, metavar="CLASS",
                         help="with a class-conditional model: the class to draw, by name "
                         "('sneaker') or number (7), or 'all' for a grid with one class a row")
-    sample.add_argument("--guidance", type=float, default=3.0, metavar="W",
+    sample.add_argument("--guidance", type=real_number(), default=3.0, metavar="W",
                         help="classifier-free guidance weight w: eps = eps_uncond + w (eps_cond "
-                        "- eps_uncond); 0 unconditional, 1 conditional (default 3)")
-    sample.add_argument("--n", type=int, default=None,
-                        help="number of images (default 64; with --class all: 100)")
-    sample.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
-    sample.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    sample.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic)")
-    sample.add_argument("--seed", type=int, default=None)
+                        "- eps_uncond); 0 unconditional, 1 conditional")
+    sample.add_argument("--n", type=whole_number(1), default=None,
+                        help="number of images (default: 64; with --class all: 100)")
+    sample.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim",
+                        help="ddim (fast) or ddpm (the slide's loop, all T - 1 steps)")
+    sample.add_argument("--steps", type=whole_number(1), default=50, help="DDIM steps")
+    sample.add_argument("--eta", type=real_number(0), default=0.0,
+                        help="DDIM eta (0: deterministic, 1: as much noise as DDPM)")
+    sample.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=None,
+                        help="seed of the starting noise (default: a random one)")
     sample.add_argument("--out", default="grid.png", help="PNG grid path")
-    sample.add_argument("--npy", default=None, help="also save an (n, 28, 28) float32 array")
+    sample.add_argument("--npy", default=None,
+                        help="also save an (n, 28, 28) float32 array here (default: don't)")
     sample.add_argument("--no-ema", action="store_true",
                         help="use the trained weights even where the checkpoint has an average")
-    sample.add_argument("--recalibrate", type=int, default=200, metavar="BATCHES",
+    sample.add_argument("--recalibrate", type=whole_number(0), default=200, metavar="BATCHES",
                         help="with averaged weights, re-estimate BatchNorm statistics on this "
                         "many training batches first (0: don't)")
-    sample.add_argument("--data-dir", default=None, help="folder with the IDX files (for "
-                        "--recalibrate)")
+    sample.add_argument("--data-dir", default=None, help="folder with the IDX files, for "
+                        "--recalibrate (default: the usual places, then the embedded subset)")
     sample.set_defaults(func=_sample)
 
     from tinyddpm.metrics import add_evaluate_command
@@ -320,7 +395,9 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # epoch lines reach a log file at once
     from tinyddpm.checkpoint import CheckpointError

@@ -9,12 +9,13 @@ with classifier-free guidance (one row per class). Everything is written to ``--
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 import numpy as np
+
+from ._cli import parser as new_parser, real_number, whole_number
 
 
 def say(step, text):
@@ -48,15 +49,16 @@ def train_for(minutes, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinyddpm.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser("python -m tinyddpm.demo", __doc__)
     parser.add_argument("--out", default="tinyddpm-demo", help="output folder")
     parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim",
-                        help="ddim (fast, default) or ddpm (the slide's full 3,999-step loop)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-minutes", type=float, default=None, metavar="M",
-                        help="train a fresh model for M minutes instead of using the shipped one")
+                        help="ddim (fast) or ddpm (the slide's full 3,999-step loop)")
+    parser.add_argument("--steps", type=whole_number(1, 3999), default=50, help="DDIM steps")
+    parser.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=0,
+                        help="seed of the samples' starting noise")
+    parser.add_argument("--train-minutes", type=real_number(0, low_open=True), default=None,
+                        metavar="M", help="train a fresh model for M minutes instead of using "
+                        "the shipped one")
     parser.add_argument("--show", action="store_true", help="open the figures (needs a display)")
     parser.add_argument("--quick", action="store_true",
                         help="fewer images and steps (for tests and CI)")

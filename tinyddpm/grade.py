@@ -1204,6 +1204,8 @@ def _print_list():
 
 
 def _parser():
+    from ._cli import HelpFormatter
+
     p = argparse.ArgumentParser(
         prog="python -m tinyddpm.grade",
         description="Grade a student's assignment file, or a folder of them (one *.py per "
@@ -1214,7 +1216,7 @@ def _parser():
                "  python -m tinyddpm.grade ddim_step alice.py --json\n"
                "  python -m tinyddpm.grade 3 submissions/ --csv scores.csv\n"
                "exit status: 0 when grading ran (whatever the score), 2 on usage errors",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("assignment", nargs="?",
                    help="number (1, 01), name (cosine_schedule) or both (01_cosine_schedule)")
     p.add_argument("path", nargs="?", help="a student .py file, or a folder of them")

@@ -21,7 +21,6 @@ against the calibration table (``python -m tinyddpm.metrics --calibrate``, in
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -530,41 +529,51 @@ def _evaluate_command(args):
 
 def add_evaluate_command(subparsers):
     """Register ``evaluate samples.npy [--json]`` on an argparse ``add_subparsers()`` object."""
+    from ._cli import HelpFormatter, whole_number
+
     p = subparsers.add_parser(
         "evaluate", help="FID, confidence and class coverage of generated images",
+        formatter_class=HelpFormatter,
         description="Measure generated images (an (N, 28, 28) .npy, floats in [0, 1] or uint8, "
         f"N >= {MIN_IMAGES}) with the shipped Fashion-MNIST classifier: FID of its feature layer "
         "against the test set, mean classifier confidence, class histogram and coverage "
-        "(classes with at least 3%% of the images). Read the FID against "
+        "(classes with at least 3% of the images). Read the FID against "
         "tinyddpm/assets/CALIBRATION.md.")
     p.add_argument("samples", help="the .npy file of images, e.g. from `sample --npy`")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=whole_number(1), default=500,
+                   help="images the classifier sees at a time (memory, not results)")
     p.set_defaults(func=_evaluate_command)
     return p
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m tinyddpm.metrics",
-        description="Sample-quality metrics: evaluate images, train the reference classifier "
-                    "(--train), or print the calibration table (--calibrate).")
+    from ._cli import parser as new_parser, whole_number
+
+    parser = new_parser(
+        "python -m tinyddpm.metrics",
+        "Sample-quality metrics: evaluate images, train the reference classifier (--train), or "
+        "print the calibration table (--calibrate).")
     parser.add_argument("--train", action="store_true",
                         help=f"train the classifier and write {ASSET_PATH.name}")
     parser.add_argument("--calibrate", action="store_true",
                         help="print the calibration table and write CALIBRATION.md")
-    parser.add_argument("--epochs", type=int, default=6, help="--train: epochs at the full rate")
-    parser.add_argument("--decay-epochs", type=int, default=2,
+    parser.add_argument("--epochs", type=whole_number(1), default=6,
+                        help="--train: epochs at the full rate")
+    parser.add_argument("--decay-epochs", type=whole_number(0), default=2,
                         help="--train: then this many epochs at a tenth of the rate")
     parser.add_argument("--continue-from", default=None,
                         help="--train: start the decay epochs from a file written by a run with "
                              "the same seed and --epochs (and no decay epochs)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="output path for --train / --calibrate")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--limit", type=int, default=None,
+    parser.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=0,
+                        help="--train: seed for weights and data order")
+    parser.add_argument("--out", default=None, help="output path for --train / --calibrate "
+                        "(default: the shipped asset / CALIBRATION.md)")
+    parser.add_argument("--data-dir", default=None, help="folder with the four IDX files "
+                        "(default: the usual places, then the embedded subset)")
+    parser.add_argument("--limit", type=whole_number(1), default=None,
                         help="--train on the first N training images only (quick trials)")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command")
     add_evaluate_command(sub)
     args = parser.parse_args(argv)
