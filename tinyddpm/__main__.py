@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 
-from ._cli import HelpFormatter, command, parser as new_parser, real_number, whole_number
+from ._cli import (HelpFormatter, UsageError, command, parser as new_parser, real_number,
+                   whole_number)
 
 
 def progress_words(epochs_done, batches_done):
@@ -211,9 +212,8 @@ def _sample(args):
     from tinyddpm.pretrained import PRETRAINED, model_from_checkpoint
 
     if (args.checkpoint is None) == (args.pretrained is None):
-        sys.exit("error: sample needs one of --checkpoint FILE (a model you trained) or "
-                 "--pretrained book|conditional|latent (a shipped model), not "
-                 + ("both" if args.checkpoint else "neither"))
+        raise UsageError("sample needs --checkpoint FILE (a model you trained) or --pretrained "
+                         "book|conditional|latent (a shipped model)")
     if args.pretrained:
         args.checkpoint = str(PRETRAINED[args.pretrained])
         args.latent = args.latent or args.pretrained == "latent"
@@ -405,7 +405,7 @@ def main(argv=None):
 
     try:
         return args.func(args)
-    except (CheckpointError, DataError) as e:
+    except (CheckpointError, DataError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

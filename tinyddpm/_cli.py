@@ -10,6 +10,11 @@ import shlex
 import textwrap
 
 
+class UsageError(Exception):
+    """A user's mistake found after parsing (options that do not go together): the entry point
+    prints ``error: <message>`` and exits 2, without a traceback."""
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Descriptions and epilogs wrapped a paragraph at a time, with indented lines (examples)
     kept as written; each option's help ends with ``(default: X)``, unless the default is None
