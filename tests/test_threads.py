@@ -79,3 +79,32 @@ def test_others_busy_switch_to_the_passive_team_and_back(monkeypatch):
     tick(0.3, 0.0, 2.0)
     tick(60, 2.0, 0.0)  # a long pause (the user was reading): a new window, no decision
     assert not state.contended
+
+
+@pytest.mark.skipif(not _threads._state.enabled, reason="tinyddpm does not choose the threads here")
+def test_results_do_not_depend_on_the_thread_count(monkeypatch):
+    """A quiet and a busy machine run the kernels on cores or cores + 1 threads: the weights
+    after training steps and the samples must be bit-identical either way (exact resume,
+    reproducible seeds)."""
+    import numba
+    import numpy as np
+
+    import tinyddpm as td
+
+    monkeypatch.setattr(_threads._state, "next_check", float("inf"))  # no switching meanwhile
+    rng = np.random.default_rng(0)
+    inputs = {"X_noisy": rng.standard_normal((8, 28, 28, 1), dtype=np.float32),
+              "time": rng.integers(1, 4001, 8)}
+    noise = rng.standard_normal((8, 28, 28, 1), dtype=np.float32)
+    results = []
+    for threads in (_threads.CORES, _threads.CORES + 1):
+        numba.set_num_threads(threads)
+        model = td.build_diffusion_model(seed=0).compile(loss=td.Huber(), optimizer=td.Nadam())
+        for _ in range(2):
+            model.train_step(inputs, noise)
+        results.append((model.state_dict(), td.generate_ddim(model, 4, steps=3, seed=0)))
+    numba.set_num_threads(_threads.CORES)
+    (a, x), (b, y) = results
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    np.testing.assert_array_equal(x, y)

@@ -117,11 +117,23 @@ class _Adaptive:
     def disable(self):
         self.enabled = False
 
+    def work_parts(self):
+        """How many parts a kernel splits a sum into: one per core while tinyddpm chooses the
+        thread count, whatever that count is now, so results never depend on the load (the
+        same partial sums, added in the same order, on 2 threads or 3); otherwise numba's
+        thread count."""
+        if self.enabled:
+            return CORES
+        import numba
+
+        return numba.get_num_threads()
+
 
 _state = _Adaptive()
 setup = _state.setup
 adapt = _state.adapt
 disable = _state.disable
+work_parts = _state.work_parts
 
 
 def contended():

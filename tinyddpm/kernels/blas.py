@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _threads
+from .._threads import work_parts  # one part per core, however many threads run now
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _MIN_FLOPS_TO_SPLIT = 1 << 18  # below this a product runs on one thread (splitting costs more)
@@ -142,7 +143,7 @@ def matmul(a, b, trans_a=False, trans_b=False, bias=None):
     if (b.shape[1] if trans_b else b.shape[0]) != k:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
                          f"(trans_a={trans_a}, trans_b={trans_b})")
-    parts = numba.get_num_threads() if 2 * m * n * k >= _MIN_FLOPS_TO_SPLIT else 1
+    parts = work_parts() if 2 * m * n * k >= _MIN_FLOPS_TO_SPLIT else 1
     if trans_a:
         partial = np.empty((max(1, min(parts, a.shape[0])), m, n), a.dtype)
         _gemm_reduce(gemm, a, b, partial)

@@ -9,11 +9,10 @@ a whole output row, (W, C) flattened, so the compiler vectorises it even for C =
 the channels alone is too short); each tap only visits the columns where it falls inside the
 image, so no padded copy is made.
 """
-import numba
 import numpy as np
 from numba import njit, prange
 
-from .blas import part_rows
+from .blas import part_rows, work_parts
 from .conv import tap_columns
 from .elementwise import tile_channels
 
@@ -112,7 +111,7 @@ def depthwise_backward(x, dy, k, pt, pl):
     _check_window(x.shape, k.shape, pt, pl, ho, wo)
     dy = np.ascontiguousarray(dy)
     dx = depthwise_forward(dy, k[::-1, ::-1], kh - 1 - pt, kw - 1 - pl, h, w)
-    parts = max(1, min(numba.get_num_threads(), x.shape[0]))
+    parts = max(1, min(work_parts(), x.shape[0]))
     dkt = _depthwise_kernel_grad(np.ascontiguousarray(x), dy, pt, pl, kh, kw, parts)
     dk = dkt.sum(axis=0).reshape(kh, kw, wo, c).sum(axis=2)
     return dx, dk.astype(x.dtype)

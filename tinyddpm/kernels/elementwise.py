@@ -11,11 +11,10 @@ NumPy for shapes, dtypes or sizes it does not specialise, so the result is alway
     column_sum(g)[c] = sum_r g[r, c]  (a bias's gradient)
     concat_channels(a, b) = concatenate([a, b], axis=-1); split_channels(g, c) undoes it
 """
-import numba
 import numpy as np
 from numba import njit, prange
 
-from .blas import part_rows
+from .blas import part_rows, work_parts
 
 MIN_SIZE = 1 << 15  # smaller arrays stay with NumPy (a parallel launch costs a few microseconds)
 
@@ -174,7 +173,7 @@ def column_sum(g):
     """(M, C) -> (C,): the sum of every column (float64 accumulation, g's dtype)."""
     if not _fast(g):
         return g.sum(axis=0)
-    return _column_sum(g, numba.get_num_threads()).sum(axis=0).astype(g.dtype)
+    return _column_sum(g, work_parts()).sum(axis=0).astype(g.dtype)
 
 
 def concat_channels(a, b):

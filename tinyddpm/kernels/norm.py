@@ -9,11 +9,10 @@ Backward (dy -> dx), with sums over the same M values:
 Group norm is the same with statistics per image and per group of channels (over H, W and the
 C/G channels of the group).
 """
-import numba
 import numpy as np
 from numba import njit, prange
 
-from .blas import part_rows
+from .blas import part_rows, work_parts
 from .elementwise import tile_channels
 
 # The batch-norm loops view the (M, C) values as one flat run and work on blocks of whole rows,
@@ -91,7 +90,7 @@ def _moments(x2):
     m, c = x2.shape
     rows = _block_rows(c)
     none = np.empty(0, x2.dtype)
-    acc = _block_sums(x2, x2, none, none, rows, numba.get_num_threads(), True)
+    acc = _block_sums(x2, x2, none, none, rows, work_parts(), True)
     return _channel_totals(acc, rows, c)  # (2, C): sum x, sum x^2
 
 
@@ -140,7 +139,7 @@ def batchnorm_backward(dy, x, gamma, mean, var, eps):
     rows = _block_rows(c)
     inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
     mean_t, inv_t = tile_channels(mean, rows, dt), tile_channels(inv_std, rows, dt)
-    sums = _channel_totals(_block_sums(dy2, x2, mean_t, inv_t, rows, numba.get_num_threads(),
+    sums = _channel_totals(_block_sums(dy2, x2, mean_t, inv_t, rows, work_parts(),
                                        False), rows, c)
     dbeta, dgamma = sums[0], sums[1]
     a = gamma * inv_std
