@@ -1,77 +1,199 @@
-"""Callbacks for ``Model.fit``, as in Keras: ``ModelCheckpoint`` and ``EarlyStopping``."""
+"""Callbacks for ``Model.fit``, as in Keras: the ``Callback`` base class with every Keras hook,
+``ModelCheckpoint`` and ``EarlyStopping``.
+
+``fit`` calls, in order: ``on_train_begin``; per epoch ``on_epoch_begin``, per batch
+``on_train_batch_begin`` / ``on_train_batch_end`` (which call ``on_batch_begin`` /
+``on_batch_end``, as in Keras), then for the validation data ``on_test_begin``, the
+``on_test_batch_*`` hooks and ``on_test_end``, then ``on_epoch_end``; finally ``on_train_end``.
+``evaluate`` and ``predict`` call the ``on_test_*`` and ``on_predict_*`` hooks. Every hook gets a
+``logs`` dict (possibly empty). Setting ``self.model.stop_training = True`` in any hook stops
+training at the end of the current batch. ``self.params`` holds ``epochs``, ``steps`` and
+``verbose``. One hook is tinyddpm's own: ``on_interrupt(epoch, step)``, on Ctrl-C.
+"""
 from __future__ import annotations
 
 import math
+import re
 
 from .checkpoint import save_checkpoint
 
 
 class Callback:
-    model = None
+    """Base class: override the hooks you need (see the module docstring)."""
+
+    def __init__(self):
+        self.model = None
+        self.params = {}
 
     def set_model(self, model):
         self.model = model
 
-    def on_train_begin(self): ...
-    def on_epoch_end(self, epoch, logs): ...
+    def set_params(self, params):
+        self.params = params
+
+    def on_train_begin(self, logs=None): ...
+    def on_train_end(self, logs=None): ...
+    def on_epoch_begin(self, epoch, logs=None): ...
+    def on_epoch_end(self, epoch, logs=None): ...
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.on_batch_end(batch, logs)
+
+    def on_batch_begin(self, batch, logs=None): ...
+    def on_batch_end(self, batch, logs=None): ...
+    def on_test_begin(self, logs=None): ...
+    def on_test_end(self, logs=None): ...
+    def on_test_batch_begin(self, batch, logs=None): ...
+    def on_test_batch_end(self, batch, logs=None): ...
+    def on_predict_begin(self, logs=None): ...
+    def on_predict_end(self, logs=None): ...
+    def on_predict_batch_begin(self, batch, logs=None): ...
+    def on_predict_batch_end(self, batch, logs=None): ...
     def on_interrupt(self, epoch, step): ...
-    def on_train_end(self): ...
+
+
+class CallbackList:
+    """The callbacks of one ``fit``/``evaluate``/``predict`` call: ``hooks.on_epoch_end(3, logs)``
+    calls ``on_epoch_end(3, logs)`` on each, in order."""
+
+    def __init__(self, callbacks, model, params):
+        self.callbacks = list(callbacks or ())
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks: expected tinyddpm.callbacks.Callback objects, got "
+                                f"{type(cb).__name__}")
+            cb.set_model(model)
+            cb.set_params(params)
+
+    def __getattr__(self, hook):
+        def call(*args):
+            for cb in self.callbacks:
+                getattr(cb, hook)(*args)
+        return call
+
+
+def _monitored(callback, logs):
+    """``logs[callback.monitor]``, or a clear error listing what the logs hold."""
+    if callback.monitor not in logs:
+        raise ValueError(f"{type(callback).__name__}: monitor={callback.monitor!r} is not in the "
+                         f"logs, which hold {sorted(logs)}; check the spelling, and pass "
+                         "validation_data to fit() to monitor a 'val_' value")
+    return logs[callback.monitor]
+
+
+def _check_validation(callback):
+    """Before any work: a 'val_' monitor needs validation data."""
+    if callback.monitor.startswith("val_") and not callback.params.get("do_validation", True):
+        raise ValueError(f"{type(callback).__name__}: monitor={callback.monitor!r} needs "
+                         "validation data: pass validation_data to fit(), or monitor 'loss'")
+
+
+def _better(mode, monitor):
+    """The comparison for ``mode`` ('min', 'max' or 'auto': 'max' for accuracies, else 'min')."""
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode == "max" or mode == "auto" and re.search(r"acc|auc", monitor):
+        return -1.0  # values are compared as sign * value, lower is better
+    return 1.0
 
 
 class ModelCheckpoint(Callback):
     """Save the model (weights, optimizer state, epoch, history) to ``filepath`` after each epoch.
 
-    ``save_best_only=True``: only when ``monitor`` (default ``val_loss``, or ``loss`` without
-    validation data) improves. ``save_on_interrupt=True`` also saves the exact mid-epoch state on
-    Ctrl-C, for ``--resume`` (use it on a checkpoint that is not ``save_best_only``).
-    ``extra`` (a dict, e.g. the data seed) is stored in the header.
+    ``filepath`` may hold Keras-style fields, filled from the epoch (counted from 1) and the logs:
+    ``"ckpt_{epoch:02d}_{val_loss:.3f}.npz"`` writes one file per epoch. ``save_best_only=True``:
+    only when ``monitor`` (default ``val_loss``) improves (``mode``: 'auto', 'min' or 'max'); a
+    monitor missing from the logs is an error, not a silent fallback. ``save_on_interrupt=True``
+    also saves the exact mid-epoch state on Ctrl-C, for ``--resume`` (use it on a plain path that
+    is not ``save_best_only``). ``extra`` (a dict, e.g. the data seed) is stored in the header.
     """
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, save_on_interrupt=False,
-                 extra=None, verbose=0):
+                 extra=None, verbose=0, mode="auto"):
+        super().__init__()
         self.filepath, self.monitor = str(filepath), monitor
         self.save_best_only, self.save_on_interrupt = save_best_only, save_on_interrupt
         self.extra, self.verbose = dict(extra or {}), verbose
-        self.best = math.inf
+        self.sign = _better(mode, monitor)
+        self.best = math.inf * self.sign
+        if save_on_interrupt and "{" in self.filepath:
+            raise ValueError("ModelCheckpoint: save_on_interrupt needs a plain filepath (a "
+                             "mid-epoch state has no epoch logs to fill it in)")
 
-    def _save(self):
-        save_checkpoint(self.filepath, self.model, self.model.optimizer,
-                        extra={**self.extra, "best": None if math.isinf(self.best) else self.best})
-
-    def on_epoch_end(self, epoch, logs):
-        value = logs.get(self.monitor, logs.get("loss"))
+    def on_train_begin(self, logs=None):
         if self.save_best_only:
-            if value is None or not value < self.best:
+            _check_validation(self)
+
+    def _path(self, epoch, logs):
+        try:
+            return self.filepath.format(epoch=epoch + 1, **logs)
+        except KeyError as e:
+            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} names {e.args[0]!r}, "
+                             f"which is not in the logs ({sorted(logs)} and 'epoch')") from None
+
+    def _save(self, path):
+        best = None if math.isinf(self.best) else self.best
+        save_checkpoint(path, self.model, self.model.optimizer, extra={**self.extra, "best": best})
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        path = self._path(epoch, logs)
+        if self.save_best_only:
+            value = _monitored(self, logs)
+            if not self.sign * value < self.sign * self.best:
                 return
             self.best = value
-        elif value is not None:
-            self.best = min(self.best, value)
-        self._save()
+        elif self.monitor in logs and self.sign * logs[self.monitor] < self.sign * self.best:
+            self.best = logs[self.monitor]
+        self._save(path)
         if self.verbose:
-            print(f"saved {self.filepath} (epoch {epoch + 1}, {self.monitor}={value:.4f})")
+            print(f"saved {path} (epoch {epoch + 1}, {self.monitor}="
+                  f"{logs.get(self.monitor, float('nan')):.4f})")
 
     def on_interrupt(self, epoch, step):
         if self.save_on_interrupt:
-            self._save()
+            self._save(self.filepath)
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs,
+    as Keras does: with val_loss 1.0, 0.9, 0.95, 0.96, ... training stops after 3 epochs with
+    ``patience=1`` and after 4 with ``patience=2``. ``restore_best_weights=True`` puts back the
+    weights of the best epoch when it stops (and at the end of training). ``mode``: 'auto',
+    'min' or 'max'. A monitor missing from the logs is an error.
+    """
 
-    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0):
-        self.monitor, self.patience, self.min_delta = monitor, int(patience), float(min_delta)
-        self.best, self.wait = math.inf, 0
+    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto",
+                 restore_best_weights=False, verbose=0):
+        super().__init__()
+        if int(patience) != patience or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be a whole number >= 0, got {patience}")
+        self.monitor, self.patience, self.min_delta = monitor, int(patience), abs(float(min_delta))
+        self.sign = _better(mode, monitor)
+        self.restore_best_weights, self.verbose = restore_best_weights, verbose
+        self.best, self.wait, self.best_weights, self.stopped_epoch = math.inf, 0, None, 0
 
-    def on_train_begin(self):
-        self.best, self.wait = math.inf, 0
+    def on_train_begin(self, logs=None):
+        _check_validation(self)
+        self.best, self.wait, self.best_weights, self.stopped_epoch = math.inf, 0, None, 0
 
-    def on_epoch_end(self, epoch, logs):
-        value = logs.get(self.monitor)
-        if value is None:
-            return
-        if value < self.best - self.min_delta:
+    def on_epoch_end(self, epoch, logs=None):
+        value = self.sign * _monitored(self, logs or {})
+        self.wait += 1
+        if value + self.min_delta < self.best:
             self.best, self.wait = value, 0
-        else:
-            self.wait += 1
-            if self.wait > self.patience:
-                self.model.stop_training = True
+            if self.restore_best_weights:
+                self.best_weights = self.model.state_dict()
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch and self.verbose:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)

@@ -34,7 +34,8 @@ def save_checkpoint(path, model, optimizer=None, extra=None):
         "epoch": int(getattr(model, "epoch", 0)),
         "step_in_epoch": int(getattr(model, "step_in_epoch", 0)),
         "partial_loss_sum": float(getattr(model, "_partial_loss_sum", 0.0)),
-        "history": getattr(getattr(model, "history", None), "history", {}),
+        "partial_samples": int(getattr(model, "_partial_samples", 0)),
+        "history": getattr(getattr(model, "run_history", None), "history", {}),
         "optimizer_class": type(optimizer).__name__ if optimizer is not None else None,
         **(extra or {}),
     }
@@ -84,8 +85,11 @@ def read_checkpoint(path):
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, json.JSONDecodeError) as e:
+        why = f"{type(e).__name__}: {e}"
+        if "pickle" in why:  # NumPy's own message advises loading it unsafely: never
+            why = "it holds pickled Python objects, which tinyddpm never loads (that could run code)"
         raise CheckpointError(f"{path!r} is not a readable tinyddpm checkpoint (damaged, truncated "
-                              f"or another kind of file): {type(e).__name__}: {e}") from None
+                              f"or another kind of file): {why}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is not a tinyddpm checkpoint (format tag "
                               f"{header.get('format') if isinstance(header, dict) else header!r})")
@@ -126,5 +130,8 @@ def load_checkpoint(path, model, optimizer=None):
         model.epoch = header.get("epoch", 0)
         model.step_in_epoch = header.get("step_in_epoch", 0)
         model._partial_loss_sum = header.get("partial_loss_sum", 0.0)
+        # files from before the batch-size weighting: sum of batch losses, one "sample" a batch
+        model._partial_samples = header.get("partial_samples", model.step_in_epoch)
+        model.run_history = History(header.get("history"))
         model.history = History(header.get("history"))
     return header

@@ -497,11 +497,12 @@ def _predict_noise(model, X, t, label=None, guidance=1.0):
     w = 0: unconditional (also what ``label=None`` gives); w = 1: plain conditional; w > 1:
     pushed further towards the class. Both predictions come from one call on a doubled batch.
     """
+    from .nn import Module
     from .tensor import no_grad
 
-    def run(inputs):
+    def run(inputs):  # always in inference mode, whatever mode the model was left in
         with no_grad():
-            out = model(inputs)
+            out = model(inputs, training=False) if isinstance(model, Module) else model(inputs)
         return out.data if hasattr(out, "data") else np.asarray(out)
 
     n = len(X)

@@ -184,10 +184,9 @@ def build_latent_model(autoencoder, T=4000, embed_size=64, widths=(64, 128), see
     if seed is not None:
         nn.set_seed(seed)
     model = LatentDiffusion(autoencoder, T, embed_size, widths)
-    model.eval()
     model({"X_noisy": np.zeros((1, *model.image_shape), np.float32),
-           "time": np.zeros(1, np.int64)})
-    return model.train()
+           "time": np.zeros(1, np.int64)})  # build, in inference mode (a Model's default)
+    return model
 
 
 def model_from_checkpoint(path):

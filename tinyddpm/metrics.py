@@ -95,10 +95,7 @@ def build_classifier(seed=None):
     if seed is not None:
         nn.set_seed(seed)
     model = FashionClassifier()
-    model.eval()
-    with no_grad():
-        model(np.zeros((1, 28, 28, 1), np.float32))  # builds the layers
-    model.train()
+    model(np.zeros((1, 28, 28, 1), np.float32))  # builds the layers, in inference mode
     return model
 
 
@@ -408,14 +405,14 @@ def train_classifier(epochs=6, seed=0, out=ASSET_PATH, batch_size=64, learning_r
         model.load_state_dict({k[len("weights/"):]: v for k, v in data.items()
                                if k.startswith("weights/")})
         model.epoch = epochs
-        model.history.history = {"loss": list(header["loss_history"])}
+        model.run_history = type(model.run_history)({"loss": list(header["loss_history"])})
         took_before = header["train_seconds"]
     else:
         model.fit(batches, epochs=epochs, verbose=verbose)
     if decay_epochs:
         model.optimizer = Adam(learning_rate=learning_rate / 10)
-        model.fit(batches, epochs=epochs + decay_epochs, verbose=verbose)
-    history = model.history
+        model.fit(batches, epochs=epochs + decay_epochs, initial_epoch=epochs, verbose=verbose)
+    history = model.run_history
     took = time.perf_counter() - start + took_before
     x_test = LabelledBatches(X_test, y_test).X
     feats, logits = model.features_and_logits(x_test)

@@ -14,13 +14,15 @@ import math
 import signal
 import threading
 import time
+import warnings
 
 import numpy as np
 
 from . import losses as losses_mod
 from . import optimizers as optimizers_mod
+from .callbacks import CallbackList
 from .nn import Module
-from .tensor import no_grad
+from .tensor import Tensor, no_grad
 
 
 class TrainingDiverged(FloatingPointError):
@@ -28,16 +30,28 @@ class TrainingDiverged(FloatingPointError):
 
 
 class History:
-    """What ``fit`` returns: ``history.history == {"loss": [...], "val_loss": [...]}`` per epoch."""
+    """What ``fit`` returns, as in Keras: ``history.history == {"loss": [...], "val_loss": [...]}``
+    for the epochs of that call, ``history.epoch`` their indices, ``history.params`` (``epochs``,
+    ``steps``, ``verbose``) and ``history.model``. Each ``fit`` returns a new one (also kept as
+    ``model.history``); ``model.run_history`` holds every epoch of the run, across ``fit`` calls
+    and checkpoints, which is what a checkpoint saves."""
 
-    def __init__(self, history=None):
+    def __init__(self, history=None, epoch=None):
         self.history = {k: list(v) for k, v in (history or {}).items()}
-        self.epoch = []
+        lengths = {len(v) for v in self.history.values()}
+        self.epoch = list(epoch) if epoch is not None else list(range(max(lengths, default=0)))
+        self.params, self.model = {}, None
 
     def append(self, epoch, logs):
         self.epoch.append(epoch)
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
+
+    def truncate(self, epochs):
+        """Keep the records of epochs 0..epochs-1 (a run restarted at epoch ``epochs``)."""
+        keep = [i for i, e in enumerate(self.epoch) if e < epochs]
+        self.epoch = [self.epoch[i] for i in keep]
+        self.history = {k: [v[i] for i in keep if i < len(v)] for k, v in self.history.items()}
 
     def __repr__(self):
         return f"History({self.history})"
@@ -46,6 +60,19 @@ class History:
 def _batch_size(inputs):
     first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
     return len(first.data if hasattr(first, "data") else first)
+
+
+def _wants_grad(inputs):
+    """Whether any input tensor asks for a gradient (then even an inference call keeps a graph)."""
+    values = inputs.values() if isinstance(inputs, dict) else \
+        inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    return any(isinstance(v, Tensor) and v.requires_grad for v in values)
+
+
+def _whole(value, name, low=0):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+    return int(value)
 
 
 class ExponentialMovingAverage:
@@ -82,15 +109,36 @@ class ExponentialMovingAverage:
 
 
 class Model(Module):
-    """A :class:`~tinyddpm.nn.Module` that can be compiled and trained like a Keras model."""
+    """A :class:`~tinyddpm.nn.Module` that can be compiled and trained like a Keras model.
+
+    As in Keras, a model is in inference mode unless it is training: ``model(x)`` uses
+    BatchNorm's moving statistics and records no autograd graph (unless an input tensor
+    requires a gradient), so a sampling loop runs at flat memory; ``fit`` and ``train_step``
+    train and leave it in inference mode; ``model(x, training=True)`` makes one call in training
+    mode. ``model.train()`` (PyTorch's habit) switches to training mode until ``model.eval()``.
+    """
 
     def __init__(self, name=None):
         super().__init__(name)
+        self.training = False  # inference unless training (layers attached later follow it)
         self.loss = self.optimizer = self.ema = None
         self.stop_training = False
         self.epoch = 0          # epochs completed
         self.step_in_epoch = 0  # batches completed in the current epoch (for exact resumption)
-        self.history = History()
+        self._partial_loss_sum = 0.0  # sum of loss x batch size over those batches
+        self._partial_samples = 0     # and their samples
+        self.history = History()      # the last fit()'s
+        self.run_history = History()  # every epoch of this run (saved in checkpoints)
+
+    def __call__(self, inputs, *args, training=None, **kwargs):
+        """Run the model; ``training``: None keeps the current mode (inference unless fit,
+        ``train_step`` or ``train()`` set training), True or False sets it for this call."""
+        training = self.training if training is None else bool(training)
+        with self.mode(training):
+            if training or _wants_grad(inputs):
+                return super().__call__(inputs, *args, **kwargs)
+            with no_grad():
+                return super().__call__(inputs, *args, **kwargs)
 
     def compile(self, loss="huber", optimizer="nadam", ema=None):
         """Choose the loss (``Huber()``, ``"mae"``, ...) and the optimizer (``Nadam()``, ``"adam"``).
@@ -117,121 +165,167 @@ class Model(Module):
             raise RuntimeError(f"{what}: call model.compile(loss=..., optimizer=...) first")
 
     def train_step(self, inputs, targets):
-        """Forward, loss, backward, one optimizer step; returns the loss as a float."""
-        self.train()
-        loss = self.loss(targets, self(inputs))
-        value = float(loss.data)
-        if not math.isfinite(value):
-            return value  # fit() reports it; the weights are not touched
-        named = list(self.named_trainable_parameters())
-        params = [p for _, p in named]
-        for p in params:
-            p.grad = None
-        loss.backward()
-        self.optimizer.step(params)
-        if self.ema is not None:
-            self.ema.update(named)
+        """Forward in training mode, loss, backward, one optimizer step; returns the loss as a
+        float. The model is back in the mode it was in afterwards."""
+        self._require_compiled("train_step()")
+        with self.mode(True):
+            loss = self.loss(targets, self(inputs))
+            value = float(loss.data)
+            if not math.isfinite(value):
+                return value  # fit() reports it; the weights are not touched
+            named = list(self.named_trainable_parameters())
+            params = [p for _, p in named]
+            for p in params:
+                p.grad = None
+            loss.backward()
+            self.optimizer.step(params)
+            if self.ema is not None:
+                self.ema.update(named)
         return value
 
     def fit(self, train_set, epochs=1, validation_data=None, callbacks=(), initial_epoch=None,
             verbose=1, steps_per_epoch=None):
-        """Train for ``epochs`` epochs in all (counting from ``initial_epoch``) and return the History.
+        """Train epochs ``initial_epoch`` .. ``epochs - 1`` (as in Keras: ``epochs`` is the index
+        to stop at, ``initial_epoch`` defaults to 0, so each call trains ``epochs`` epochs
+        unless told where to start) and return a new :class:`History` of them.
 
-        Batches come from ``train_set``; if it has ``set_epoch`` (``prepare_dataset``), epoch k
-        always yields the same batches for a seeded set, so a run resumed from a checkpoint sees
-        exactly the batches an uninterrupted run would. ``validation_data`` is evaluated after
-        every epoch with the same noise each time (``set_epoch(0)``), so val_loss is comparable
-        across epochs. Ctrl-C stops at the end of the current batch (a second one at once);
-        callbacks then get
-        ``on_interrupt`` (``ModelCheckpoint`` saves the state there) and KeyboardInterrupt is
-        raised again. A NaN or infinite loss raises :class:`TrainingDiverged` before the weights
-        change.
+        Batches come from ``train_set``, any re-iterable of ``(inputs, targets)``; if it has
+        ``set_epoch`` (``prepare_dataset``), epoch k always yields the same batches for a seeded
+        set. To continue a run exactly (a checkpoint loaded, possibly mid-epoch), pass
+        ``initial_epoch=model.epoch``: the batches of an interrupted epoch already done are
+        skipped, so the run reaches the weights an uninterrupted one would. An epoch's ``loss``
+        is the mean over its samples (batches weighted by their size, as Keras does);
+        ``validation_data`` is evaluated after every epoch in inference mode with the same noise
+        each time (``set_epoch(0)``). Data that runs out (a one-shot generator) stops training
+        with a warning; it is never reported as a loss. The callbacks get every Keras hook (see
+        :mod:`tinyddpm.callbacks`). Ctrl-C stops at the end of the current batch (a second one
+        at once); callbacks then get ``on_interrupt`` (``ModelCheckpoint`` saves the state
+        there) and KeyboardInterrupt is raised again. A NaN or infinite loss raises
+        :class:`TrainingDiverged` before the weights change. ``verbose``: 0 silent, 1 a progress
+        bar per epoch, 2 one line per epoch. The model is in inference mode afterwards (or in
+        the mode it was in).
         """
         self._require_compiled("fit()")
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            cb.set_model(self)
-        if initial_epoch is not None and initial_epoch != self.epoch:
-            self.epoch, self.step_in_epoch = int(initial_epoch), 0
+        epochs = _whole(epochs, "fit(): epochs")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"fit(): verbose must be 0, 1 or 2, got {verbose!r}")
+        if steps_per_epoch is not None:
+            steps_per_epoch = _whole(steps_per_epoch, "fit(): steps_per_epoch", low=1)
+        if initial_epoch is None or _whole(initial_epoch, "fit(): initial_epoch") != self.epoch:
+            self.epoch, self.step_in_epoch = initial_epoch or 0, 0  # start that epoch afresh
+        self.run_history.truncate(self.epoch)
+        steps = steps_per_epoch or (len(train_set) if hasattr(train_set, "__len__") else None)
+        history = History()
+        history.params = {"epochs": epochs, "steps": steps, "verbose": verbose}
+        history.model = self.history = history
+        hooks = CallbackList(callbacks, self,
+                             {**history.params, "do_validation": validation_data is not None})
         self.stop_training = False
-        for cb in callbacks:
-            cb.on_train_begin()
-        while self.epoch < epochs and not self.stop_training:
-            epoch = self.epoch
-            try:
-                with _interrupt_between_batches() as stop:
-                    logs = {"loss": self._train_epoch(train_set, epoch, epochs, verbose,
-                                                      steps_per_epoch, stop)}
-            except KeyboardInterrupt:
-                for cb in callbacks:
-                    cb.on_interrupt(epoch, self.step_in_epoch)
-                raise
-            if validation_data is not None:
-                logs["val_loss"] = self.evaluate(validation_data, verbose=0)
-            self.epoch, self.step_in_epoch = epoch + 1, 0
-            self.history.append(epoch, logs)
-            if verbose:
-                print(f"Epoch {epoch + 1}/{epochs}: " +
-                      ", ".join(f"{k}={v:.4f}" for k, v in logs.items()))
-            for cb in callbacks:
-                cb.on_epoch_end(epoch, logs)
-        for cb in callbacks:
-            cb.on_train_end()
-        return self.history
+        hooks.on_train_begin({})
+        with self.mode(True):
+            while self.epoch < epochs and not self.stop_training:
+                epoch = self.epoch
+                hooks.on_epoch_begin(epoch, {})
+                try:
+                    with _interrupt_between_batches() as stop:
+                        loss = self._train_epoch(train_set, epoch, epochs, verbose,
+                                                 steps_per_epoch, stop, hooks)
+                except KeyboardInterrupt:
+                    hooks.on_interrupt(epoch, self.step_in_epoch)
+                    raise
+                if loss is None:  # the data ran out: never a loss of 0
+                    if not history.epoch:
+                        raise ValueError(f"fit(): train_set gave no batch in epoch {epoch + 1}")
+                    warnings.warn(f"fit(): train_set gave no batch in epoch {epoch + 1}: it ran "
+                                  "out (a one-shot generator or iterator?), so training stops "
+                                  "here. Pass data that can be iterated again each epoch (a "
+                                  "list, or prepare_dataset(...))", RuntimeWarning, stacklevel=2)
+                    break
+                logs = {"loss": loss}
+                if validation_data is not None:
+                    logs["val_loss"] = self._mean_loss(validation_data, hooks, "validation_data")
+                self.epoch, self.step_in_epoch = epoch + 1, 0
+                history.append(epoch, logs)
+                self.run_history.append(epoch, logs)
+                if verbose:
+                    print(f"Epoch {epoch + 1}/{epochs}: " +
+                          ", ".join(f"{k}={v:.4f}" for k, v in logs.items()))
+                hooks.on_epoch_end(epoch, logs)
+        hooks.on_train_end({})
+        return history
 
-    def _train_epoch(self, train_set, epoch, epochs, verbose, steps_per_epoch, stop):
+    def _train_epoch(self, train_set, epoch, epochs, verbose, steps_per_epoch, stop, hooks):
+        """One epoch of training batches; returns the epoch's loss (mean over its samples), or
+        None if ``train_set`` gave no batch."""
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
         total = steps_per_epoch or (len(train_set) if hasattr(train_set, "__len__") else None)
         skip = self.step_in_epoch  # batches already done before an interruption
-        loss_sum = self._partial_loss_sum if skip else 0.0
-        bar = _progress(total, f"Epoch {epoch + 1}/{epochs}", verbose, initial=skip)
-        seen_images, start = 0, time.perf_counter()
+        loss_sum, samples = ((self._partial_loss_sum, self._partial_samples) if skip
+                             else (0.0, 0))
+        bar = _progress(total, f"Epoch {epoch + 1}/{epochs}", verbose == 1, initial=skip)
+        seen_images, start, any_batch = 0, time.perf_counter(), bool(skip)
         try:
             for step, (inputs, targets) in enumerate(train_set):
                 if steps_per_epoch is not None and step >= steps_per_epoch:
                     break
                 if step < skip:
                     continue
+                any_batch = True
+                hooks.on_train_batch_begin(step, {})
                 value = self.train_step(inputs, targets)
                 if not math.isfinite(value):
                     raise TrainingDiverged(
                         f"the loss became {value} at epoch {epoch + 1}, batch {step + 1}; training "
                         "stopped and the weights of the last good step were kept (the last saved "
                         "checkpoint is untouched). Try a lower learning rate.")
-                loss_sum += value
+                n = _batch_size(inputs)
+                loss_sum += value * n
+                samples += n
                 self.step_in_epoch = step + 1
-                self._partial_loss_sum = loss_sum
+                self._partial_loss_sum, self._partial_samples = loss_sum, samples
+                hooks.on_train_batch_end(step, {"loss": loss_sum / samples})
                 if stop():  # Ctrl-C arrived during this batch: stop cleanly after it
                     raise KeyboardInterrupt
-                seen_images += _batch_size(inputs)
+                seen_images += n
                 if bar is not None:
                     rate = seen_images / max(time.perf_counter() - start, 1e-9)
-                    bar.set_postfix(loss=f"{loss_sum / self.step_in_epoch:.4f}",
-                                    img_s=f"{rate:.0f}", refresh=False)
+                    bar.set_postfix(loss=f"{loss_sum / samples:.4f}", img_s=f"{rate:.0f}",
+                                    refresh=False)
                     bar.update(1)
+                if self.stop_training:  # a batch hook asked to stop: end the epoch here
+                    break
         finally:
             if bar is not None:
                 bar.close()
-        return loss_sum / max(self.step_in_epoch, 1)
+        return loss_sum / samples if any_batch and samples else None
 
-    def evaluate(self, dataset, verbose=0):
-        """Mean loss over the batches of ``dataset``, in inference mode."""
+    def evaluate(self, dataset, verbose=0, callbacks=()):
+        """Mean loss over the samples of ``dataset`` (batches weighted by their size, as Keras
+        does), in inference mode; the model is back in its mode afterwards. ``callbacks`` get
+        the ``on_test_*`` hooks. Empty data is an error, not a loss of 0."""
         self._require_compiled("evaluate()")
+        hooks = CallbackList(callbacks, self, {"verbose": verbose})
+        return self._mean_loss(dataset, hooks, "evaluate()")
+
+    def _mean_loss(self, dataset, hooks, what):
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(0)
-        was_training = self.training
-        self.eval()
         total, count = 0.0, 0
-        try:
-            with no_grad():
-                for inputs, targets in dataset:
-                    n = _batch_size(inputs)
-                    total += float(self.loss(targets, self(inputs)).data) * n
-                    count += n
-        finally:
-            self.train(was_training)  # back to the mode the model was in
-        return total / max(count, 1)
+        hooks.on_test_begin({})
+        with self.mode(False), no_grad():
+            for step, (inputs, targets) in enumerate(dataset):
+                hooks.on_test_batch_begin(step, {})
+                n = _batch_size(inputs)
+                total += float(self.loss(targets, self(inputs)).data) * n
+                count += n
+                hooks.on_test_batch_end(step, {"loss": total / count})
+        if not count:
+            raise ValueError(f"{what}: the data gave no batch (empty, or a one-shot generator "
+                             "that ran out: pass data that can be iterated again, such as a "
+                             "list or prepare_dataset(...))")
+        hooks.on_test_end({"loss": total / count})
+        return total / count
 
     def recalibrate_batchnorm(self, dataset, batches=200):
         """Re-estimate every BatchNorm layer's moving statistics with the current weights.
@@ -245,10 +339,9 @@ class Model(Module):
 
         layers = [m for _, m in self.named_modules() if isinstance(m, BatchNormalization)]
         saved = [m.momentum for m in layers]
-        used, was_training = 0, self.training
-        self.train()
+        used = 0
         try:
-            with no_grad():
+            with self.mode(True), no_grad():
                 for inputs, _ in dataset:
                     if used == batches:
                         break
@@ -259,23 +352,32 @@ class Model(Module):
         finally:
             for m, momentum in zip(layers, saved):
                 m.momentum = momentum
-            self.train(was_training)
         return used
 
-    def predict(self, inputs, batch_size=64):
-        """The model's outputs as a NumPy array, in inference mode, ``batch_size`` at a time."""
-        was_training = self.training
-        self.eval()
-        n = _batch_size(inputs)
+    def predict(self, inputs, batch_size=64, verbose=0, callbacks=()):
+        """The model's outputs as a NumPy array, in inference mode, ``batch_size`` at a time
+        (the model is back in its mode afterwards). ``inputs``: an array, a dict of arrays (the
+        U-Net's ``{"X_noisy": ..., "time": ...}``) or an iterable of such batches (a data set;
+        of ``(inputs, targets)`` pairs, the targets are ignored). ``callbacks`` get the
+        ``on_predict_*`` hooks."""
+        hooks = CallbackList(callbacks, self, {"verbose": verbose})
+        if isinstance(inputs, (dict, np.ndarray, Tensor)):
+            n = _batch_size(inputs)
+            batches = (({k: v[i:i + batch_size] for k, v in inputs.items()}
+                        if isinstance(inputs, dict) else inputs[i:i + batch_size])
+                       for i in range(0, n, batch_size))
+        else:
+            batches = (b[0] if isinstance(b, tuple) else b for b in inputs)
         outputs = []
-        try:
-            with no_grad():
-                for start in range(0, n, batch_size):
-                    part = ({k: v[start:start + batch_size] for k, v in inputs.items()}
-                            if isinstance(inputs, dict) else inputs[start:start + batch_size])
-                    outputs.append(self(part).data)
-        finally:
-            self.train(was_training)
+        hooks.on_predict_begin({})
+        with self.mode(False), no_grad():
+            for step, part in enumerate(batches):
+                hooks.on_predict_batch_begin(step, {})
+                outputs.append(self(part).data)
+                hooks.on_predict_batch_end(step, {"outputs": outputs[-1]})
+        hooks.on_predict_end({})
+        if not outputs:
+            raise ValueError("predict(): the inputs gave no batch")
         return np.concatenate(outputs)
 
 
@@ -303,7 +405,7 @@ def _interrupt_between_batches():
         signal.signal(signal.SIGINT, previous)
 
 
-def _progress(total, desc, verbose, initial=0):
+def _progress(total, desc, verbose, initial=0):  # verbose: whether to show a bar
     if not verbose:
         return None
     from tqdm.auto import tqdm

@@ -7,6 +7,8 @@ which layer, what it expected and what it received.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import functional as F
@@ -77,15 +79,33 @@ class Module:
         if key in self._buffers and not isinstance(value, (Parameter, Module)):
             object.__setattr__(self, key, np.asarray(value))  # updating a buffer keeps it one
             return
+        if key == "trainable" and "_modules" in self.__dict__:
+            for child in self._modules.values():  # as in Keras: freezing a layer freezes all
+                child.trainable = value           # of its sub-layers
         for registry in (self._parameters, self._buffers, self._modules):
             registry.pop(key, None)
+        for listed in [k for k in self._modules if k.startswith(f"{key}.")]:
+            del self._modules[listed]  # a list that held sub-modules is replaced
         if isinstance(value, Parameter):
             self._parameters[key] = value
         elif isinstance(value, Module):
-            if value.name is None:
-                value.name = key
-            self._modules[key] = value
+            self._attach(key, value)
+        elif isinstance(value, (list, tuple)):
+            # layers kept in a list (``self.blocks = [Block(w) for w in (32, 64)]``) are
+            # sub-modules too, named key.0, key.1, ... unless also set as attributes of their own
+            for i, item in enumerate(value):
+                if isinstance(item, Module) and not any(m is item for m in self._modules.values()):
+                    self._attach(f"{key}.{i}", item)
         object.__setattr__(self, key, value)
+
+    def _attach(self, key, module):
+        for other in [k for k, m in self._modules.items() if m is module and "." in k]:
+            del self._modules[other]  # listed first, now an attribute of its own: one name
+        if module.name is None:
+            module.name = key
+        if "training" in self.__dict__ and module.training != self.training:
+            module.train(self.training)  # a sub-module follows its parent's mode
+        self._modules[key] = module
 
     def register_buffer(self, key, array):
         """A named array that is saved with the weights but not trained."""
@@ -141,12 +161,28 @@ class Module:
             p.grad = None
 
     def train(self, mode=True):
+        """Training mode (``mode=True``) or inference mode for this module and all below it."""
         for _, module in self.named_modules():
-            module.training = mode
+            module.training = bool(mode)
         return self
 
     def eval(self):
         return self.train(False)
+
+    @contextlib.contextmanager
+    def mode(self, training):
+        """Run a block in training (True) or inference (False) mode, then put every sub-module
+        back in the mode it was in."""
+        if self.training == bool(training):
+            yield self
+            return
+        saved = [(m, m.training) for _, m in self.named_modules()]
+        self.train(training)
+        try:
+            yield self
+        finally:
+            for m, was in saved:
+                m.training = was
 
     def astype(self, dtype):
         """Convert every parameter and buffer (e.g. to float64 for gradient checks), in place."""
@@ -190,7 +226,12 @@ class Module:
                 object.__setattr__(module, key, np.array(state[full], dtype=module.dtype))
 
     # --- calling -----------------------------------------------------------------------------
-    def __call__(self, x, *args, **kwargs):
+    def __call__(self, x, *args, training=None, **kwargs):
+        """Build on first use, check the input, then ``forward``; ``training``, as in Keras:
+        None keeps the current mode, True or False sets it for this call."""
+        if training is not None and bool(training) != self.training:
+            with self.mode(training):
+                return self(x, *args, **kwargs)
         if self.input_ndim is not None:
             x = self._check_input(x)
             if not self.built:
@@ -410,7 +451,7 @@ class BatchNormalization(Module):
         self.register_buffer("moving_variance", np.ones(c, self.dtype))
 
     def forward(self, x):
-        if not self.training:
+        if not (self.training and self.trainable):  # as in Keras, a frozen BatchNorm infers
             if x.normalized_by is self:  # already applied by the layer before (fold_batchnorm)
                 return x
             return F.batch_norm_infer(x, self.gamma, self.beta, self.moving_mean,

@@ -133,9 +133,6 @@ class DiffusionUNet(Model):
             skip = z
         return self.crop(self.conv_out(z))
 
-    def __call__(self, inputs):
-        return self.forward(inputs)
-
 
 def _pad_and_crop(hw, depth):
     """Zero padding before the valid 3x3 stem conv, and the crop after the last conv.
@@ -180,9 +177,8 @@ def build_diffusion_model(T=4000, embed_size=64, seed=None, num_classes=None):
     if seed is not None:
         nn.set_seed(seed)
     model = DiffusionUNet(T, embed_size, num_classes=num_classes)
-    model.eval()  # build on a dummy batch without touching the BatchNorm statistics
-    model(dummy_inputs(model))
-    return model.train()
+    model(dummy_inputs(model))  # build, in inference mode (a Model's default, as in Keras)
+    return model
 
 
 def dummy_inputs(model, n=1):
