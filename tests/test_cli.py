@@ -74,6 +74,8 @@ def test_top_level_help_names_the_other_entry_points_and_the_shipped_models():
     (["sample", "--pretrained", "book", "--checkpoint", "x.npz"], "--checkpoint"),
     (["train", "--epochs", "1", "--batch-size", "0"], "--batch-size"),
     (["train", "--epochs", "-1"], "--epochs"),
+    (["train", "--epochs", "0"], "--epochs"),
+    (["sample", "--pretrained", "book", "--n", "100001"], "--n"),
     (["train", "--epochs", "1", "--steps-per-epoch", "0"], "--steps-per-epoch"),
     (["train", "--epochs", "1", "--learning-rate", "-1"], "--learning-rate"),
     (["train", "--epochs", "1", "--learning-rate", "inf"], "--learning-rate"),
@@ -138,3 +140,37 @@ def test_resume_with_nothing_left_says_to_raise_epochs(tmp_path, monkeypatch, ca
     assert main(base + ["--epochs", "1", "--resume"]) == 0
     out = capsys.readouterr().out
     assert "1 epoch finished" in out and "nothing to train" in out and "--epochs 11" in out
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["sample", "--pretrained", "book", "--steps", "4000"], "--steps: this model has T = 4000"),
+    (["sample", "--pretrained", "book", "--out", "{tmp}"], "is a folder"),
+    (["sample", "--pretrained", "book", "--out", "{tmp}/x.txt"], "must end in .png"),
+    (["sample", "--pretrained", "book", "--out", "{tmp}/no/such/g.png"], "does not exist"),
+    (["sample", "--pretrained", "book", "--npy", "{tmp}/s.png"], "must end in .npy"),
+    (["sample", "--pretrained", "conditional", "--class", "spaceship"], "--class:"),
+    (["sample", "--pretrained", "conditional", "--class", "all", "--n", "7"], "at least 10"),
+    (["sample", "--pretrained", "book", "--class", "bag"], "without classes"),
+    (["sample", "--pretrained", "book", "--latent"], "not a latent diffusion model"),
+    (["sample", "--checkpoint", "{tmp}/none.npz"], "does not exist"),
+    (["train", "--epochs", "2", "--resume", "--checkpoint", "{tmp}/none.npz"], "--resume: no "),
+    (["train-latent", "--epochs", "2", "--resume", "--checkpoint", "{tmp}/none.npz"],
+     "--resume: no "),
+])
+def test_mistakes_found_after_parsing_get_one_error_line_and_exit_2(argv, words, tmp_path,
+                                                                    capsys, monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("the data was loaded before the options were checked")
+    monkeypatch.setattr(td, "load_fashion_mnist", fail)
+    assert main([w.format(tmp=tmp_path) for w in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_pickled_file_is_refused_without_advice_to_load_it_unsafely(tmp_path, capsys):
+    path = tmp_path / "evil.npz"
+    np.savez(path, header=np.array([{"format": "x"}], dtype=object))
+    assert main(["sample", "--checkpoint", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "pickled" in err and "unsafe" not in err and "allow_pickle" not in err

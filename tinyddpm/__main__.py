@@ -31,10 +31,24 @@ def resume_command(args, argv):
     return command("python", "-m", "tinyddpm", *words, *([] if args.resume else ["--resume"]))
 
 
+def _check_checkpoint_paths(args, paths):
+    """Before any work: ``--resume`` needs the first of ``paths``; a fresh run needs none of
+    them to exist (it would overwrite a run)."""
+    if args.resume and not any(os.path.exists(p) for p in paths):
+        raise UsageError(f"--resume: no checkpoint at {' or '.join(map(repr, paths))}; start "
+                         "without --resume")
+    if not args.resume:
+        for path in paths:
+            if os.path.exists(path):
+                raise UsageError(f"{path!r} already exists: pass --resume to continue it, or "
+                                 "choose another --checkpoint")
+
+
 def _nothing_left(model, epochs, ckpt):
     """True (after saying so) when the checkpoint already holds ``epochs`` finished epochs."""
-    if model.epoch >= epochs and not model.step_in_epoch:
-        print(f"{ckpt} already holds {progress_words(model.epoch, 0)} and --epochs is {epochs}: "
+    if model.epoch >= epochs:
+        print(f"{ckpt} already holds {progress_words(model.epoch, model.step_in_epoch)} and "
+              f"--epochs is {epochs}: "
               f"nothing to train. To train more, raise --epochs (e.g. --epochs "
               f"{model.epoch + 10}) and keep --resume.")
         return True
@@ -44,6 +58,8 @@ def _nothing_left(model, epochs, ckpt):
 def _train(args):
     import tinyddpm as td
 
+    ckpt = args.checkpoint
+    _check_checkpoint_paths(args, [ckpt])
     (X_full, y_full), _ = td.load_fashion_mnist(args.data_dir)
     n_valid = 5000 if len(X_full) >= 20000 else len(X_full) // 12  # the embedded subset is small
     (X_train, y_train), (X_valid, y_valid) = td.split_train_valid(X_full, y_full, n_valid=n_valid)
@@ -56,20 +72,14 @@ def _train(args):
     model = td.build_diffusion_model(seed=seed, num_classes=10 if conditional else None)
     model.compile(loss=td.Huber(), optimizer=td.Nadam(learning_rate=args.learning_rate),
                   ema=args.ema)
-    ckpt = args.checkpoint
     best_path = os.path.splitext(ckpt)[0] + ".best.npz"
     if args.resume:
-        if not os.path.exists(ckpt):
-            sys.exit(f"--resume: no checkpoint at {ckpt!r}; start without --resume")
         header = td.load_checkpoint(ckpt, model, model.optimizer)
         seed = header.get("data_seed", seed)
         if _nothing_left(model, args.epochs, ckpt):
             return 0
         print(f"Resuming from {ckpt}: {progress_words(model.epoch, model.step_in_epoch)} "
               f"(data seed {seed})")
-    elif os.path.exists(ckpt):
-        sys.exit(f"{ckpt!r} already exists: pass --resume to continue it, or choose another "
-                 "--checkpoint")
     elif args.init_from:
         names = _init_from(model, args.init_from)
         print(f"Started from the weights in {args.init_from}; new: {', '.join(names) or 'none'}")
@@ -97,8 +107,8 @@ def _checkpoints(model, ckpt, best_path, seed):
 
     latest = td.ModelCheckpoint(ckpt, save_on_interrupt=True, extra={"data_seed": seed})
     best = td.ModelCheckpoint(best_path, save_best_only=True, extra={"data_seed": seed})
-    if model.history.history.get("val_loss"):  # resumed: keep the best of the earlier epochs
-        best.best = min(model.history.history["val_loss"])
+    if model.run_history.history.get("val_loss"):  # resumed: the best of the earlier epochs
+        best.best = min(model.run_history.history["val_loss"])
     return [latest, best]
 
 
@@ -142,17 +152,14 @@ def _train_latent(args):
     import tinyddpm as td
     from tinyddpm import latent
 
+    ckpt = args.checkpoint
+    base = os.path.splitext(ckpt)[0]
+    ae_path, best_path = base + ".autoencoder.npz", base + ".best.npz"
+    _check_checkpoint_paths(args, [ckpt, ae_path])
     (X_full, _), _ = td.load_fashion_mnist(args.data_dir)
     n_valid = 5000 if len(X_full) >= 20000 else len(X_full) // 12
     X_train, X_valid = td.split_train_valid(X_full, n_valid=n_valid)
     seed = args.seed if args.seed is not None else int(np.random.default_rng().integers(2**31))
-    ckpt = args.checkpoint
-    base = os.path.splitext(ckpt)[0]
-    ae_path, best_path = base + ".autoencoder.npz", base + ".best.npz"
-    for path in (ckpt, ae_path):
-        if os.path.exists(path) and not args.resume:
-            sys.exit(f"{path!r} already exists: pass --resume to continue it, or choose another "
-                     "--checkpoint")
     if args.resume and os.path.exists(ckpt):
         model, header = latent.model_from_checkpoint(ckpt)
         seed = header.get("data_seed", seed)
@@ -161,8 +168,6 @@ def _train_latent(args):
         print(f"Resuming the latent model from {ckpt}: "
               f"{progress_words(model.epoch, model.step_in_epoch)} (data seed {seed})")
     else:
-        if args.resume and not os.path.exists(ae_path):
-            sys.exit(f"--resume: no checkpoint at {ckpt!r} or {ae_path!r}; start without --resume")
         ae = latent.build_autoencoder(seed=seed)
         ae.compile(loss="mae", optimizer=td.Nadam(learning_rate=args.learning_rate))
         if args.resume:
@@ -217,29 +222,37 @@ def _sample(args):
     if args.pretrained:
         args.checkpoint = str(PRETRAINED[args.pretrained])
         args.latent = args.latent or args.pretrained == "latent"
+    _check_output(args.out, "--out", IMAGE_TYPES)
+    if args.npy:
+        _check_output(args.npy, "--npy", (".npy",))
     latent = bool((read_checkpoint(args.checkpoint)[0].get("config") or {}).get("latent"))
     if latent and not args.latent:
-        sys.exit(f"{args.checkpoint!r} holds a latent diffusion model: add --latent")
+        raise UsageError(f"{args.checkpoint!r} holds a latent diffusion model: add --latent")
     if args.latent and not latent:
-        sys.exit(f"--latent: {args.checkpoint!r} holds a pixel-space model, not a latent "
-                 "diffusion model: drop --latent, or pass a checkpoint of `train-latent`")
+        raise UsageError(f"--latent: {args.checkpoint!r} holds a pixel-space model, not a "
+                         "latent diffusion model: drop --latent, or pass a checkpoint of "
+                         "`train-latent`")
     model, header = model_from_checkpoint(args.checkpoint)
+    T = model.config["T"]
+    if args.sampler == "ddim" and args.steps >= T:
+        raise UsageError(f"--steps: this model has T = {T} time steps, so DDIM takes 1 to {T - 1} "
+                         f"steps, got {args.steps} (the full loop is --sampler ddpm)")
     n, label, per_class = 64 if args.n is None else args.n, None, None
     if args.class_ is not None:
         if getattr(model, "num_classes", None) is None:
-            sys.exit(f"--class: {args.checkpoint!r} holds a model without classes; use "
-                     "--pretrained conditional, or train one with `python -m tinyddpm train "
-                     "--conditional`")
+            raise UsageError(f"--class: {args.checkpoint!r} holds a model without classes; use "
+                             "--pretrained conditional, or train one with `python -m tinyddpm "
+                             "train --conditional`")
         if args.class_.lower() == "all":  # one row per class
             per_class = args.n // 10 if args.n else 10
             if per_class < 1:
-                sys.exit("--class all: --n must be at least 10 (one image per class)")
+                raise UsageError("--class all: --n must be at least 10 (one image per class)")
             n, label = 10 * per_class, np.repeat(np.arange(10), per_class)
         else:
             try:
                 label = td.data.class_index(args.class_)
             except ValueError as e:
-                sys.exit(f"--class: {e}")
+                raise UsageError(f"--class: {e}") from None
     used_ema = not args.no_ema and model.use_ema_weights()
     if used_ema and args.recalibrate:
         # the BatchNorm statistics in the checkpoint belong to the trained weights, not to their
@@ -272,6 +285,26 @@ def _sample(args):
         np.save(args.npy, images[..., 0].astype(np.float32))
         print(f"array: {args.npy} (shape {images[..., 0].shape}, float32 in [0, 1])")
     return 0
+
+
+IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+def _check_output(path, option, suffixes):
+    """Before any work: ``path`` names a file of a kind we write, in a folder that exists and
+    can be written to."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path!r} is a folder: give a file name, e.g. "
+                         f"{os.path.join(path, 'samples' + suffixes[0])!r}")
+    if os.path.splitext(path)[1].lower() not in suffixes:
+        raise UsageError(f"{option} {path!r}: the file name must end in "
+                         f"{' or '.join(suffixes)}")
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option} {path!r}: the folder {folder!r} does not exist; create it "
+                         "first")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{option} {path!r}: the folder {folder!r} cannot be written to")
 
 
 def _training_options(parser, checkpoint):
@@ -321,7 +354,7 @@ def build_parser():
         "Fashion-MNIST (the embedded subset where the full set is absent). Saves the latest "
         "state to --checkpoint after every epoch and on Ctrl-C, and the best validation loss to "
         "<checkpoint>.best.npz.")
-    train.add_argument("--epochs", type=whole_number(0), required=True,
+    train.add_argument("--epochs", type=whole_number(1), required=True,
                        help="total number of epochs, counting those a --resume'd checkpoint holds")
     _training_options(train, "ckpt.npz")
     train.add_argument("--conditional", action="store_true",
@@ -345,7 +378,7 @@ def build_parser():
         "<checkpoint>.best.npz. --resume continues whichever phase was interrupted.")
     tl.add_argument("--ae-epochs", type=whole_number(1), default=4,
                     help="autoencoder epochs (phase 1)")
-    tl.add_argument("--epochs", type=whole_number(0), required=True,
+    tl.add_argument("--epochs", type=whole_number(1), required=True,
                     help="latent DDPM epochs in all (phase 2)")
     _training_options(tl, "latent.npz")
     tl.set_defaults(func=_train_latent)
@@ -368,11 +401,13 @@ def build_parser():
     sample.add_argument("--guidance", type=real_number(), default=3.0, metavar="W",
                         help="classifier-free guidance weight w: eps = eps_uncond + w (eps_cond "
                         "- eps_uncond); 0 unconditional, 1 conditional")
-    sample.add_argument("--n", type=whole_number(1), default=None,
-                        help="number of images (default: 64; with --class all: 100)")
+    sample.add_argument("--n", type=whole_number(1, 100_000), default=None,
+                        help="number of images, up to 100,000 a run (default: 64; with --class "
+                        "all: 100)")
     sample.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim",
                         help="ddim (fast) or ddpm (the slide's loop, all T - 1 steps)")
-    sample.add_argument("--steps", type=whole_number(1), default=50, help="DDIM steps")
+    sample.add_argument("--steps", type=whole_number(1), default=50,
+                        help="DDIM steps, 1 to T - 1 (3,999 for the shipped models)")
     sample.add_argument("--eta", type=real_number(0), default=0.0,
                         help="DDIM eta (0: deterministic, 1: as much noise as DDPM)")
     sample.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=None,

@@ -80,20 +80,23 @@ def real_number(low=None, high=None, low_open=False, high_open=False):
         too_high = high is not None and (value >= high if high_open else value > high)
         if not math.isfinite(value) or too_low or too_high:
             raise argparse.ArgumentTypeError(
-                f"must be a finite number {_range(low, high, low_open, high_open)}, got {text}")
+                " ".join(filter(None, ["must be a finite number",
+                                       _range(low, high, low_open, high_open)])) + f", got {text}")
         return value
     parse.__name__ = "number"
     return parse
 
 
 def _range(low, high, low_open=False, high_open=False):
+    def show(v):
+        return f"{v:,}" if isinstance(v, int) else f"{v:g}"
     if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return f"in {'(' if low_open else '['}{show(low)}, {show(high)}{')' if high_open else ']'}"
     if low is not None:
-        return f"{'>' if low_open else '>='} {low:g}"
+        return f"{'>' if low_open else '>='} {show(low)}"
     if high is not None:
-        return f"{'<' if high_open else '<='} {high:g}"
-    return "a number"
+        return f"{'<' if high_open else '<='} {show(high)}"
+    return ""
 
 
 def command(*words):
