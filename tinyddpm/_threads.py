@@ -15,13 +15,15 @@ sleep. So tinyddpm starts numba with one thread more than the cores, and
 
 * on a quiet machine runs every kernel on as many threads as cores (normal spinning, full speed);
 * when other processes keep at least half a core busy, runs them on cores + 1 threads, so the
-  threads wait passively, and goes back once the others have been quiet for a while.
+  threads wait passively, and goes back once the others have been quiet for a while. The work
+  is still split into one part per core (:func:`work_parts`): the extra thread only makes the
+  team larger than the CPUs, and results do not depend on the mode.
 
 :func:`adapt` decides, at most every ``CHECK_EVERY_S`` seconds, from ``/proc/stat``: the busy
 time of the whole machine minus this process's own CPU time is what the others use. It is
 called where the graph work starts (``Function.apply``, ``Tensor.backward``), on the thread
 that runs the kernels (numba's thread count belongs to the calling thread). Measured with four
-competitors: 3.2x the quiet time for sampling and 4.1x for training, against 35x and 13x.
+competitors: 3.3x the quiet time for sampling and 3.4x for training, against 35x and 13x.
 
 Nothing changes where the user chose a thread count (``NUMBA_NUM_THREADS``), where numba's pool
 had already started with another size, where ``TINYDDPM_ADAPTIVE_THREADS=0`` is set, or off
