@@ -272,6 +272,14 @@ def test_split_train_valid():
     np.testing.assert_array_equal(X_valid2, X_valid)
 
 
+def test_split_train_valid_defaults_to_the_books_ratio():
+    """5,000 of 60,000 as in the book, and the same 1/12 for the embedded subset, so the
+    README's example runs on a fresh clone."""
+    for n, valid in ((60_000, 5_000), (4_000, 333)):
+        X_train, X_valid = split_train_valid(np.zeros((n, 1), np.uint8))
+        assert (len(X_train), len(X_valid)) == (n - valid, valid)
+
+
 def test_split_validation():
     X = np.zeros((10, 2, 2), np.uint8)
     with pytest.raises(ValueError, match="n_valid"):

@@ -61,8 +61,7 @@ def _train(args):
     ckpt = args.checkpoint
     _check_checkpoint_paths(args, [ckpt])
     (X_full, y_full), _ = td.load_fashion_mnist(args.data_dir)
-    n_valid = 5000 if len(X_full) >= 20000 else len(X_full) // 12  # the embedded subset is small
-    (X_train, y_train), (X_valid, y_valid) = td.split_train_valid(X_full, y_full, n_valid=n_valid)
+    (X_train, y_train), (X_valid, y_valid) = td.split_train_valid(X_full, y_full)  # 1/12 valid
     seed = args.seed if args.seed is not None else int(np.random.default_rng().integers(2**31))
     conditional = args.conditional
     if args.resume and os.path.exists(args.checkpoint):  # resume what the checkpoint holds
@@ -157,8 +156,7 @@ def _train_latent(args):
     ae_path, best_path = base + ".autoencoder.npz", base + ".best.npz"
     _check_checkpoint_paths(args, [ckpt, ae_path])
     (X_full, _), _ = td.load_fashion_mnist(args.data_dir)
-    n_valid = 5000 if len(X_full) >= 20000 else len(X_full) // 12
-    X_train, X_valid = td.split_train_valid(X_full, n_valid=n_valid)
+    X_train, X_valid = td.split_train_valid(X_full)
     seed = args.seed if args.seed is not None else int(np.random.default_rng().integers(2**31))
     if args.resume and os.path.exists(ckpt):
         model, header = latent.model_from_checkpoint(ckpt)

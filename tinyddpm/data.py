@@ -298,7 +298,7 @@ def load_subset(path=SUBSET_PATH):
     return (arrays["X_train"], arrays["y_train"]), (arrays["X_test"], arrays["y_test"])
 
 
-def split_train_valid(X_train_full, y=None, n_valid=5000):
+def split_train_valid(X_train_full, y=None, n_valid=None):
     """The book's split: the last ``n_valid`` training images are the validation set.
 
     Pixels are scaled to float32 in [0, 1]: ``X = X_uint8 / 255``.
@@ -308,9 +308,9 @@ def split_train_valid(X_train_full, y=None, n_valid=5000):
     X_train_full : numpy.ndarray of uint8, shape (N, ...)
     y : numpy.ndarray, shape (N,), optional
         Labels, split the same way (kept as they are).
-    n_valid : int
-        Size of the validation set, 0 < n_valid < N. 5,000 of 60,000 as in the book; for the
-        4,000-image subset pass a smaller one, e.g. ``len(X) // 12`` (the same ratio).
+    n_valid : int, optional
+        Size of the validation set, 0 < n_valid < N. By default ``N // 12``: 5,000 of 60,000
+        as in the book, and the same ratio for the embedded subset (333 of its 4,000).
 
     Returns
     -------
@@ -320,6 +320,8 @@ def split_train_valid(X_train_full, y=None, n_valid=5000):
         raise TypeError("X_train_full must be a uint8 numpy array (pixels 0..255), got "
                         f"{type(X_train_full).__name__} {getattr(X_train_full, 'dtype', '')}")
     n = len(X_train_full)
+    if n_valid is None:
+        n_valid = n // 12
     if isinstance(n_valid, bool) or not isinstance(n_valid, (int, np.integer)):
         raise TypeError(f"n_valid must be an int, got {type(n_valid).__name__}")
     if not 0 < n_valid < n:

@@ -27,7 +27,7 @@ def train_for(minutes, seed):
     import tinyddpm as td
 
     (X_full, _), _ = td.load_fashion_mnist()
-    X_train, _ = td.split_train_valid(X_full, n_valid=len(X_full) // 12)
+    X_train, _ = td.split_train_valid(X_full)
     model = td.build_diffusion_model(seed=seed)
     model.compile(loss=td.Huber(), optimizer=td.Nadam(), ema=0.99)
     data = td.prepare_dataset(X_train, 32, shuffle=True, seed=seed)

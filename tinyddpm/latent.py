@@ -215,5 +215,5 @@ def training_latents(model, n=12_800, data_dir=None):
     from .data import load_fashion_mnist, split_train_valid
 
     (X_full, _), _ = load_fashion_mnist(data_dir)
-    X_train, _ = split_train_valid(X_full, n_valid=len(X_full) // 12)
+    X_train, _ = split_train_valid(X_full)
     return model.autoencoder.encode(X_train[:n])

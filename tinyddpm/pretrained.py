@@ -58,7 +58,7 @@ def recalibrate_on_training_data(model, batches=200, data_dir=None):
                                seed=0, scale=False)
         return model.recalibrate_batchnorm(data, batches=batches)
     (X_full, y_full), _ = load_fashion_mnist(data_dir)
-    (X_train, y_train), _ = split_train_valid(X_full, y_full, n_valid=len(X_full) // 12)
+    (X_train, y_train), _ = split_train_valid(X_full, y_full)
     # a class-conditional model sees labels (and "no class") as in training
     labels = {"labels": y_train} if getattr(model, "num_classes", None) is not None else {}
     data = prepare_dataset(X_train, 32, shuffle=True, seed=0, **labels)
