@@ -59,7 +59,7 @@ class CallbackList:
     """The callbacks of one ``fit``/``evaluate``/``predict`` call: ``hooks.on_epoch_end(3, logs)``
     calls ``on_epoch_end(3, logs)`` on each, in order."""
 
-    def __init__(self, callbacks, model, params):
+    def __init__(self, callbacks, model, params, do_validation=False):
         self.callbacks = list(callbacks or ())
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
@@ -67,6 +67,7 @@ class CallbackList:
                                 f"{type(cb).__name__}")
             cb.set_model(model)
             cb.set_params(params)
+            cb._do_validation = do_validation  # whether fit() has validation data
 
     def __getattr__(self, hook):
         def call(*args):
@@ -86,7 +87,7 @@ def _monitored(callback, logs):
 
 def _check_validation(callback):
     """Before any work: a 'val_' monitor needs validation data."""
-    if callback.monitor.startswith("val_") and not callback.params.get("do_validation", True):
+    if callback.monitor.startswith("val_") and not getattr(callback, "_do_validation", True):
         raise ValueError(f"{type(callback).__name__}: monitor={callback.monitor!r} needs "
                          "validation data: pass validation_data to fit(), or monitor 'loss'")
 

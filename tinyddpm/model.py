@@ -217,9 +217,9 @@ class Model(Module):
         steps = steps_per_epoch or (len(train_set) if hasattr(train_set, "__len__") else None)
         history = History()
         history.params = {"epochs": epochs, "steps": steps, "verbose": verbose}
-        history.model = self.history = history
-        hooks = CallbackList(callbacks, self,
-                             {**history.params, "do_validation": validation_data is not None})
+        history.model, self.history = self, history
+        hooks = CallbackList(callbacks, self, history.params,
+                             do_validation=validation_data is not None)
         self.stop_training = False
         hooks.on_train_begin({})
         with self.mode(True):
