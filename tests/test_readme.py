@@ -1,0 +1,119 @@
+"""Every code block and command of the README runs here, so an example can never drift from the
+code. Long runs are shortened by the substitutions in ``SHORTER`` (fewer epochs, steps or images:
+the same calls); commands that cannot run inside a test are listed in ``NOT_RUN`` with the reason
+(and run elsewhere). A block that is neither run nor listed fails the test."""
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
+BLOCKS = [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w+)\n(.*?)```", README, re.S)]
+
+# what the test changes to keep the run short: (text in the README, text run instead)
+SHORTER = [
+    ("epochs=100", "epochs=1, steps_per_epoch=3"),
+    ("td.generate(model, batch_size=32)", "td.generate(model, batch_size=2, progress=False)"),
+    ("steps=100, seed=0)", "steps=10, seed=0)"),
+    ("--epochs 20 ", "--epochs 1 --steps-per-epoch 2 "),
+    ("--epochs 30 ", "--epochs 2 --steps-per-epoch 2 "),
+    ("--ae-epochs 4 --epochs 40 ", "--ae-epochs 1 --epochs 1 --steps-per-epoch 2 "),
+    ("--n 1000 ", "--n 200 --steps 5 "),
+    ("--n 64 ", "--n 8 "),
+]
+# commands that do not run in a test, and why
+NOT_RUN = {
+    "pip install -e . && python -m tinyddpm.demo": "the demo runs in tests/test_demo.py",
+    'pip install -e ".[test]" && python -m pytest -q': "it is this test suite (.ci/run runs it)",
+    "python -m pip install notebook": "an install; the lessons run in tests/test_lessons.py",
+    "jupyter notebook lessons/": "opens a browser; the lessons run in tests/test_lessons.py",
+    "python -m tinyddpm.metrics --train": "trains the classifier for minutes on the full data",
+    "python -m tinyddpm.metrics --calibrate": "needs the full data; writes the shipped table",
+}
+
+
+def shorter(text):
+    for old, new in SHORTER:
+        text = text.replace(old, new)
+    return text
+
+
+def commands(block):
+    """The block's commands, continuation lines joined, comments dropped."""
+    lines = block.replace("\\\n", " ").splitlines()
+    return [line.split("  #")[0].strip() for line in lines if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A folder to run in, with what the README's commands expect around them."""
+    work = tmp_path_factory.mktemp("readme")
+    (work / "lessons").symlink_to(REPO / "lessons")
+    (work / "submissions").mkdir()
+    stub = REPO / "lessons" / "assignments" / "03_conv_backward.py"
+    (work / "submissions" / "alice.py").write_text(stub.read_text())
+    return work
+
+
+def run_python(code, namespace, workdir):
+    old = os.getcwd()
+    os.chdir(workdir)
+    try:
+        exec(compile(shorter(code), "README.md", "exec"), namespace)
+    finally:
+        os.chdir(old)
+
+
+def test_every_block_is_run_or_listed():
+    for kind, block in BLOCKS:
+        assert kind in ("python", "bash"), f"a README block of kind {kind!r}"
+    listed = [c for _, b in BLOCKS for c in commands(b) if c.startswith(tuple(NOT_RUN))]
+    assert len(listed) == len(NOT_RUN), "NOT_RUN names a command the README no longer has"
+
+
+def test_python_blocks(workdir, monkeypatch):
+    import tinyddpm as td
+
+    namespace = {}
+    blocks = [b for kind, b in BLOCKS if kind == "python"]
+    assert len(blocks) >= 4
+    for block in blocks:
+        run_python(block, namespace, workdir)
+    # the shipped model's example, the training example, the conditional one, the engine's
+    assert namespace["images"].shape == (64, 28, 28, 1)
+    assert namespace["X_gen"].shape == (2, 28, 28, 1) and namespace["X_fast"].shape[0] == 64
+    assert namespace["sneakers"].shape == (16, 28, 28, 1)
+    # "Train and sample": after fit the model samples in inference mode, exactly as the same
+    # weights loaded into a fresh model do
+    model = namespace["history"].model  # (later blocks reuse the name `model`)
+    assert not model.training
+    fresh = td.build_diffusion_model()
+    td.save_checkpoint(workdir / "as_trained.npz", model)
+    td.load_checkpoint(workdir / "as_trained.npz", fresh)
+    np.testing.assert_array_equal(td.generate_ddim(model, 4, steps=5, seed=1),
+                                  td.generate_ddim(fresh, 4, steps=5, seed=1))
+
+
+BASH = [c for kind, b in BLOCKS if kind == "bash" for c in commands(b)
+        if not c.startswith(tuple(NOT_RUN))]
+
+
+def test_bash_commands(workdir):
+    """Each command, in README order, in one folder (later ones use what earlier ones wrote)."""
+    assert any("train --epochs" in c for c in BASH) and any("grade" in c for c in BASH)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    for command in BASH:
+        words = shlex.split(shorter(command + " "))
+        assert words[0] == "python", command
+        done = subprocess.run([sys.executable, *words[1:]], cwd=workdir, env=env, text=True,
+                              capture_output=True, timeout=600)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert (workdir / "grid.png").exists() and (workdir / "scores.csv").exists()
+    assert np.load(workdir / "samples.npy").shape[1:] == (28, 28)
