@@ -138,6 +138,92 @@ def test_layers_kept_in_a_list_are_registered():
     assert not np.array_equal(model.hidden[0].kernel.data, before)  # trained
 
 
+def test_layers_appended_to_a_list_kept_in_a_dict_or_nested_are_registered():
+    class Containers(td.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = []
+            for _ in range(2):
+                self.hidden.append(nn.Dense(8))  # Keras' habit: an empty list, then append
+            self.by_name = {"a": nn.Dense(8)}
+            self.nested = [[nn.Dense(8)], (nn.Dense(8),)]
+            self.out = nn.Dense(1)
+
+        def forward(self, x):
+            for layer in [*self.hidden, self.by_name["a"], self.nested[0][0], self.nested[1][0]]:
+                x = layer(x)
+            return self.out(x)
+    model = Containers()
+    model(np.zeros((1, 4), np.float32))
+    assert model.count_params() == 40 + 72 * 4 + 9
+    model.hidden.pop()
+    assert "hidden.1.kernel" not in model.state_dict()
+    model.by_name["b"] = nn.Dense(2)
+    assert "by_name.b" in dict(model.named_modules())
+
+
+def test_what_callbacks_add_to_the_logs_reaches_the_history():
+    class Extra(td.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["extra"] = 42.0
+    history = small_model().fit(batches(*data()), epochs=2, verbose=0, callbacks=[Extra()])
+    assert history.history["extra"] == [42.0, 42.0]
+
+
+def test_stop_training_is_looked_at_after_each_batch_as_in_keras():
+    class StopAtOnce(td.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.model.stop_training = True
+    model = small_model()
+    history = model.fit(batches(*data()), epochs=3, verbose=0, callbacks=[StopAtOnce()])
+    assert history.epoch == [0] and model.optimizer.iterations == 1  # one batch, as Keras
+
+
+def test_forward_with_a_training_parameter_gets_the_mode():
+    seen = []
+
+    class Branchy(td.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = nn.Dense(1)
+
+        def forward(self, x, training=None):
+            seen.append(training)
+            return self.dense(x)
+    model = Branchy()
+    x = np.zeros((2, 4), np.float32)
+    model(x)
+    model(x, training=True)
+    model.compile(loss="mse", optimizer=td.SGD(0.1))
+    model.fit([(x, np.zeros((2, 1), np.float32))], epochs=1, verbose=0)
+    assert seen == [False, True, True]
+
+
+def test_verbose_auto_is_one_and_large_values_are_two(capsys):
+    x, y = data()
+    small_model().fit(batches(x, y), epochs=1, verbose="auto")
+    small_model().fit(batches(x, y), epochs=1, verbose=3)
+    with pytest.raises(ValueError, match="verbose"):
+        small_model().fit(batches(x, y), epochs=1, verbose="loud")
+
+
+def test_a_model_frozen_before_its_layers_are_attached_freezes_them():
+    class Frozen(Small):
+        def __init__(self):
+            td.Model.__init__(self)
+            self.trainable = False
+            self.dense1, self.bn, self.dense2 = nn.Conv2D(8, 1), nn.BatchNormalization(), \
+                nn.Conv2D(1, 1)
+    td.set_seed(0)
+    model = Frozen()
+    x, y = image_data()
+    model(x[:1])
+    model.compile(loss="mse", optimizer=td.SGD(0.01))
+    before = model.bn.moving_mean.copy()
+    model.fit(batches(x, y), epochs=1, verbose=0)
+    np.testing.assert_array_equal(model.bn.moving_mean, before)
+
+
 def test_a_one_shot_generator_never_reports_a_loss_of_zero():
     x, y = data()
 
@@ -151,8 +237,12 @@ def test_a_one_shot_generator_never_reports_a_loss_of_zero():
     assert 0.0 not in history.history["loss"]
     # Keras 3 keeps repeating the last epoch's metrics; tinyddpm stops at the first empty epoch
     assert len(history.history["loss"]) == 1
-    with pytest.raises(ValueError, match="no batch"):
-        model.fit(batches(x, y), epochs=2, verbose=0, validation_data=gen_of(x, y))
+    # validation data that runs out after the first epoch: a warning, the epoch kept, no loss 0
+    with pytest.warns(RuntimeWarning, match="validation_data gave no batch"):
+        history = model.fit(batches(x, y), epochs=3, verbose=0, validation_data=gen_of(x, y))
+    assert history.epoch == [0, 1] and len(history.history["val_loss"]) == 1
+    with pytest.raises(ValueError, match="no batch"):  # empty from the start: an error
+        model.fit(batches(x, y), epochs=1, verbose=0, validation_data=[])
 
 
 def gen_of(x, y):

@@ -69,6 +69,79 @@ def _wants_grad(inputs):
     return any(isinstance(v, Tensor) and v.requires_grad for v in values)
 
 
+class _NoBatch(ValueError):
+    """Data that gave no batch."""
+
+
+def _verbosity(verbose):
+    """Keras' ``verbose``: 0 silent, 1 (or "auto") a progress bar, 2 or more one line an epoch."""
+    if verbose == "auto":
+        return 1
+    if isinstance(verbose, bool) or not isinstance(verbose, (int, np.integer)) or verbose < 0:
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+    return min(int(verbose), 2)
+
+
+class ArrayBatches:
+    """Arrays ``x`` (or a dict of arrays) and ``y`` as ``(inputs, targets)`` batches of
+    ``batch_size``, the last one smaller; with ``shuffle``, each epoch in its own order, from
+    ``seed`` and the epoch (``set_epoch``), so a resumed run sees the same batches."""
+
+    def __init__(self, x, y, batch_size=32, shuffle=False, seed=0):
+        self.x, self.y = x, np.asarray(y)
+        n = {len(v) for v in (x.values() if isinstance(x, dict) else [x])} | {len(self.y)}
+        if len(n) != 1:
+            raise ValueError(f"x and y hold different numbers of samples: {sorted(n)}")
+        self.n, self.batch_size = n.pop(), _whole(batch_size, "batch_size", low=1)
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+                 if self.shuffle else np.arange(self.n))
+        for start in range(0, self.n, self.batch_size):
+            rows = order[start:start + self.batch_size]
+            x = ({k: np.asarray(v)[rows] for k, v in self.x.items()}
+                 if isinstance(self.x, dict) else np.asarray(self.x)[rows])
+            yield x, self.y[rows]
+
+
+def _split(x, start, stop):
+    return ({k: v[start:stop] for k, v in x.items()} if isinstance(x, dict)
+            else x[start:stop])
+
+
+def _fit_data(x, y, batch_size, validation_split, validation_data, shuffle):
+    """fit()'s data as (training batches, validation batches or None), as Keras reads them."""
+    if y is None:  # a data set of batches
+        if batch_size is not None or validation_split:
+            raise ValueError("fit(): batch_size and validation_split apply to arrays (x, y); a "
+                             "data set of batches has its own batch size")
+        train = x
+    else:
+        if not 0 <= validation_split < 1:
+            raise ValueError(f"fit(): validation_split must lie in [0, 1), got "
+                             f"{validation_split}")
+        n = len(y)
+        keep = n - int(n * validation_split)  # Keras keeps the last part, before shuffling
+        if validation_split:
+            if validation_data is not None:
+                raise ValueError("fit(): give validation_data or validation_split, not both")
+            validation_data = (_split(x, keep, n), np.asarray(y)[keep:])
+        from .nn import _rng
+        train = ArrayBatches(_split(x, 0, keep), np.asarray(y)[:keep], batch_size or 32,
+                             shuffle=shuffle, seed=int(_rng.integers(2**31)))
+    if isinstance(validation_data, tuple) and len(validation_data) == 2 and \
+            isinstance(validation_data[0], (np.ndarray, dict)):
+        validation_data = ArrayBatches(*validation_data, batch_size or 32)
+    return train, validation_data
+
+
 def _whole(value, name, low=0):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
@@ -183,13 +256,19 @@ class Model(Module):
                 self.ema.update(named)
         return value
 
-    def fit(self, train_set, epochs=1, validation_data=None, callbacks=(), initial_epoch=None,
-            verbose=1, steps_per_epoch=None):
+    def fit(self, x, y=None, batch_size=None, epochs=1, verbose=1, callbacks=(),
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=None,
+            steps_per_epoch=None):
         """Train epochs ``initial_epoch`` .. ``epochs - 1`` (as in Keras: ``epochs`` is the index
         to stop at, ``initial_epoch`` defaults to 0, so each call trains ``epochs`` epochs
         unless told where to start) and return a new :class:`History` of them.
 
-        Batches come from ``train_set``, any re-iterable of ``(inputs, targets)``; if it has
+        The data, as in Keras: arrays ``x`` (or a dict of arrays, one per named input) and
+        ``y``, cut into batches of ``batch_size`` (default 32), shuffled each epoch unless
+        ``shuffle=False`` (seeded by :func:`tinyddpm.set_seed`), the last ``validation_split``
+        of them kept for validation; or ``x`` alone, a data set: any re-iterable of
+        ``(inputs, targets)`` batches (``prepare_dataset``, a list). ``validation_data``: a
+        data set, or ``(x_val, y_val)`` arrays. For a data set ``train_set``, if it has
         ``set_epoch`` (``prepare_dataset``), epoch k always yields the same batches for a seeded
         set. To continue a run exactly (a checkpoint loaded, possibly mid-epoch), pass
         ``initial_epoch=model.epoch``: the batches of an interrupted epoch already done are
@@ -206,9 +285,10 @@ class Model(Module):
         the mode it was in).
         """
         self._require_compiled("fit()")
+        train_set, validation_data = _fit_data(x, y, batch_size, validation_split,
+                                               validation_data, shuffle)
         epochs = _whole(epochs, "fit(): epochs")
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"fit(): verbose must be 0, 1 or 2, got {verbose!r}")
+        verbose = _verbosity(verbose)
         if steps_per_epoch is not None:
             steps_per_epoch = _whole(steps_per_epoch, "fit(): steps_per_epoch", low=1)
         if initial_epoch is None or _whole(initial_epoch, "fit(): initial_epoch") != self.epoch:
@@ -220,10 +300,10 @@ class Model(Module):
         history.model, self.history = self, history
         hooks = CallbackList(callbacks, self, history.params,
                              do_validation=validation_data is not None)
-        self.stop_training = False
+        self.stop_training = False  # as in Keras, looked at after each batch and epoch
         hooks.on_train_begin({})
         with self.mode(True):
-            while self.epoch < epochs and not self.stop_training:
+            while self.epoch < epochs:
                 epoch = self.epoch
                 hooks.on_epoch_begin(epoch, {})
                 try:
@@ -242,15 +322,33 @@ class Model(Module):
                                   "list, or prepare_dataset(...))", RuntimeWarning, stacklevel=2)
                     break
                 logs = {"loss": loss}
+                ran_out = False
                 if validation_data is not None:
-                    logs["val_loss"] = self._mean_loss(validation_data, hooks, "validation_data")
+                    try:
+                        logs["val_loss"] = self._mean_loss(validation_data, hooks,
+                                                           "validation_data")
+                    except _NoBatch:
+                        if not history.epoch:
+                            raise
+                        ran_out = True
                 self.epoch, self.step_in_epoch = epoch + 1, 0
-                history.append(epoch, logs)
-                self.run_history.append(epoch, logs)
-                if verbose:
+                self.run_history.append(epoch, logs)  # before the callbacks: checkpoints hold it
+                if ran_out:
+                    history.append(epoch, logs)
+                    warnings.warn(f"fit(): validation_data gave no batch after epoch {epoch + 1}: "
+                                  "it ran out (a one-shot generator or iterator?), so training "
+                                  "stops here, with this epoch trained but neither validated nor "
+                                  "passed to the callbacks. Pass validation data that can be "
+                                  "iterated again (a list, or prepare_dataset(...))",
+                                  RuntimeWarning, stacklevel=2)
+                    break
+                hooks.on_epoch_end(epoch, logs)
+                history.append(epoch, logs)  # after the callbacks, as Keras' History: with
+                if verbose:                  # what they added to the logs
                     print(f"Epoch {epoch + 1}/{epochs}: " +
                           ", ".join(f"{k}={v:.4f}" for k, v in logs.items()))
-                hooks.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
         hooks.on_train_end({})
         return history
 
@@ -300,11 +398,13 @@ class Model(Module):
                 bar.close()
         return loss_sum / samples if any_batch and samples else None
 
-    def evaluate(self, dataset, verbose=0, callbacks=()):
-        """Mean loss over the samples of ``dataset`` (batches weighted by their size, as Keras
-        does), in inference mode; the model is back in its mode afterwards. ``callbacks`` get
-        the ``on_test_*`` hooks. Empty data is an error, not a loss of 0."""
+    def evaluate(self, x, y=None, batch_size=None, verbose=0, callbacks=()):
+        """Mean loss over the samples of ``x`` (a data set of ``(inputs, targets)`` batches, or
+        arrays ``x`` and ``y`` cut into batches of ``batch_size``, default 32), batches weighted
+        by their size as Keras does, in inference mode; the model is back in its mode
+        afterwards. ``callbacks`` get the ``on_test_*`` hooks. Empty data is an error."""
         self._require_compiled("evaluate()")
+        dataset = x if y is None else ArrayBatches(x, y, batch_size or 32)
         hooks = CallbackList(callbacks, self, {"verbose": verbose})
         return self._mean_loss(dataset, hooks, "evaluate()")
 
@@ -321,9 +421,9 @@ class Model(Module):
                 count += n
                 hooks.on_test_batch_end(step, {"loss": total / count})
         if not count:
-            raise ValueError(f"{what}: the data gave no batch (empty, or a one-shot generator "
-                             "that ran out: pass data that can be iterated again, such as a "
-                             "list or prepare_dataset(...))")
+            raise _NoBatch(f"{what}: the data gave no batch (empty, or a one-shot generator "
+                           "that ran out: pass data that can be iterated again, such as a "
+                           "list or prepare_dataset(...))")
         hooks.on_test_end({"loss": total / count})
         return total / count
 

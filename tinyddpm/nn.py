@@ -12,7 +12,7 @@ import contextlib
 import numpy as np
 
 from . import functional as F
-from . import ops
+from . import ops, symbolic
 from .tensor import Tensor, is_grad_enabled
 
 _rng = np.random.default_rng()
@@ -52,6 +52,88 @@ class Parameter(Tensor):
         super().__init__(data, requires_grad=True, dtype=dtype, name=name)
 
 
+_TAKES_TRAINING = {}
+
+
+def _takes_training(forward):
+    """Whether a ``forward`` (or Keras-style ``call``) has a ``training`` parameter."""
+    if forward not in _TAKES_TRAINING:
+        import inspect
+        try:
+            _TAKES_TRAINING[forward] = "training" in inspect.signature(forward).parameters
+        except (TypeError, ValueError):
+            _TAKES_TRAINING[forward] = False
+    return _TAKES_TRAINING[forward]
+
+
+def _modules_in(container, prefix):
+    """(path, module) for every Module in a nest of lists, tuples and dicts."""
+    items = container.items() if isinstance(container, dict) else enumerate(container)
+    for k, item in items:
+        if isinstance(item, Module):
+            yield f"{prefix}.{k}", item
+        elif isinstance(item, (list, tuple, dict)):
+            yield from _modules_in(item, f"{prefix}.{k}")
+
+
+class _TrackedList(list):
+    """A list attribute of a Module that re-registers its layers when it changes (Keras'
+    habit: ``self.blocks = []`` then ``self.blocks.append(Block())``)."""
+
+    def _changed(self):
+        owner, key = self._owner
+        owner._relist(key)
+
+    def _wrap(name):  # noqa: N805 - builds the methods below
+        def method(self, *args, **kwargs):
+            out = getattr(list, name)(self, *map(self._track, args), **kwargs)
+            self._changed()
+            return out
+        return method
+
+    def _track(self, value):
+        return _track(value, *self._owner)
+
+    for _name in ("append", "extend", "insert", "__setitem__", "__delitem__", "__iadd__", "pop",
+                  "remove", "clear", "sort", "reverse"):
+        locals()[_name] = _wrap(_name)
+    del _name
+
+
+class _TrackedDict(dict):
+    """A dict attribute of a Module that re-registers its layers when it changes."""
+
+    def __setitem__(self, k, v):
+        super().__setitem__(k, _track(v, *self._owner))
+        self._owner[0]._relist(self._owner[1])
+
+    def __delitem__(self, k):
+        super().__delitem__(k)
+        self._owner[0]._relist(self._owner[1])
+
+    def update(self, *args, **kwargs):
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+
+def _track(value, owner, key):
+    """``value`` with its lists and dicts (at any depth) made to report changes to ``owner``."""
+    if isinstance(value, (list, dict)) and value and not any(
+            isinstance(v, (Module, list, tuple, dict))
+            for v in (value.values() if isinstance(value, dict) else value)):
+        return value  # no layers in it (weights shapes, names, ...): left as it is
+    if isinstance(value, list):
+        tracked = _TrackedList(_track(v, owner, key) for v in value)
+    elif isinstance(value, dict):
+        tracked = _TrackedDict({k: _track(v, owner, key) for k, v in value.items()})
+    elif isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_track(v, owner, key) for v in value)
+    else:
+        return value
+    tracked._owner = (owner, key)
+    return tracked
+
+
 class Module:
     """Base class of layers and models.
 
@@ -84,19 +166,27 @@ class Module:
                 child.trainable = value           # of its sub-layers
         for registry in (self._parameters, self._buffers, self._modules):
             registry.pop(key, None)
-        for listed in [k for k in self._modules if k.startswith(f"{key}.")]:
-            del self._modules[listed]  # a list that held sub-modules is replaced
+        if isinstance(value, (list, tuple, dict)) and "_modules" in self.__dict__:
+            value = _track(value, self, key)  # layers kept in containers are sub-modules too
+        object.__setattr__(self, key, value)
         if isinstance(value, Parameter):
             self._parameters[key] = value
         elif isinstance(value, Module):
             self._attach(key, value)
-        elif isinstance(value, (list, tuple)):
-            # layers kept in a list (``self.blocks = [Block(w) for w in (32, 64)]``) are
-            # sub-modules too, named key.0, key.1, ... unless also set as attributes of their own
-            for i, item in enumerate(value):
-                if isinstance(item, Module) and not any(m is item for m in self._modules.values()):
-                    self._attach(f"{key}.{i}", item)
-        object.__setattr__(self, key, value)
+        elif "_modules" in self.__dict__:
+            self._relist(key)
+
+    def _relist(self, key):
+        """(Re-)register the modules held, at any depth, in the container ``self.key`` (named
+        key.0, key.1.0, key.name, ...), except those with an attribute name of their own."""
+        for listed in [k for k in self._modules if k.startswith(f"{key}.")]:
+            del self._modules[listed]
+        value = self.__dict__.get(key)
+        if not isinstance(value, (list, tuple, dict)):
+            return
+        for path, item in _modules_in(value, key):
+            if not any(m is item for m in self._modules.values()):
+                self._attach(path, item)
 
     def _attach(self, key, module):
         for other in [k for k, m in self._modules.items() if m is module and "." in k]:
@@ -105,6 +195,8 @@ class Module:
             module.name = key
         if "training" in self.__dict__ and module.training != self.training:
             module.train(self.training)  # a sub-module follows its parent's mode
+        if self.__dict__.get("trainable") is False:
+            module.trainable = False  # and a frozen parent's freeze
         self._modules[key] = module
 
     def register_buffer(self, key, array):
@@ -228,10 +320,19 @@ class Module:
     # --- calling -----------------------------------------------------------------------------
     def __call__(self, x, *args, training=None, **kwargs):
         """Build on first use, check the input, then ``forward``; ``training``, as in Keras:
-        None keeps the current mode, True or False sets it for this call."""
+        None keeps the current mode, True or False sets it for this call. Called on a symbolic
+        tensor (``Input``, the functional API), it records the call instead."""
+        if symbolic.involves(x, args):
+            return symbolic.record(self, x, *args, training=training, **kwargs)
         if training is not None and bool(training) != self.training:
             with self.mode(training):
                 return self(x, *args, **kwargs)
+        if _takes_training(type(self).forward):  # forward(x, training=None), as Keras' call
+            kwargs.setdefault("training", self.training)
+        return self.forward(self._enter(x), *args, **kwargs)
+
+    def _enter(self, x):
+        """The input, checked (and, on first use, the weights built for it)."""
         if self.input_ndim is not None:
             x = self._check_input(x)
             if not self.built:
@@ -241,7 +342,7 @@ class Module:
             elif self.input_channels is not None and x.shape[-1] != self.input_channels:
                 raise ValueError(f"{self._label()}: expected input of shape "
                                  f"{self._expected_shape()}, received {x.shape}")
-        return self.forward(x, *args, **kwargs)
+        return x
 
     def build(self, input_shape):
         """Create the weights for an input of this shape (layers with weights override this)."""
@@ -529,10 +630,9 @@ class _Stateless(Module):
     input_ndim = 4
     match_dtype = False
 
-    def __call__(self, x, *args, **kwargs):
-        x = self._check_input(x)
+    def _enter(self, x):
         self.built = True
-        return self.forward(x, *args, **kwargs)
+        return self._check_input(x)
 
 
 class MaxPooling2D(_Stateless):
@@ -611,7 +711,10 @@ class TimeEncoding(Module):
         self.table = table.astype(dtype)
         self.built = True
 
-    def __call__(self, time):
+    def forward(self, time):
+        return Tensor(self.table[time])
+
+    def _enter(self, time):
         time = np.asarray(time.data if isinstance(time, Tensor) else time)
         if time.dtype.kind not in "iu":
             raise TypeError(f"{self._label()}: expected integer time steps of shape (N,), "
@@ -622,7 +725,7 @@ class TimeEncoding(Module):
         if time.size and (time.min() < 0 or time.max() > self.T):
             raise ValueError(f"{self._label()}: time steps must lie in 0..{self.T}, received "
                              f"{time.min()}..{time.max()}")
-        return Tensor(self.table[time])
+        return time
 
 
 class Embedding(Module):
@@ -640,7 +743,10 @@ class Embedding(Module):
                         or (lambda shape: _rng.uniform(-0.05, 0.05, size=shape)))
         self.built = True
 
-    def __call__(self, indices):
+    def forward(self, indices):
+        return ops.gather(self.embeddings, indices)
+
+    def _enter(self, indices):
         indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
         if indices.dtype.kind not in "iu" or indices.ndim != 1:
             raise TypeError(f"{self._label()}: expected integer indices of shape (N,), received "
@@ -648,7 +754,7 @@ class Embedding(Module):
         if indices.size and (indices.min() < 0 or indices.max() >= self.input_dim):
             raise ValueError(f"{self._label()}: indices must lie in 0..{self.input_dim - 1}, "
                              f"received {indices.min()}..{indices.max()}")
-        return ops.gather(self.embeddings, indices)
+        return indices
 
 
 class Sequential(Module):
