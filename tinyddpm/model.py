@@ -124,6 +124,9 @@ def _fit_data(x, y, batch_size, validation_split, validation_data, shuffle):
                              "data set of batches has its own batch size")
         train = x
     else:
+        sizes = {len(v) for v in (x.values() if isinstance(x, dict) else [x])} | {len(y)}
+        if len(sizes) != 1:
+            raise ValueError(f"fit(): x and y hold different numbers of samples: {sorted(sizes)}")
         if not 0 <= validation_split < 1:
             raise ValueError(f"fit(): validation_split must lie in [0, 1), got "
                              f"{validation_split}")

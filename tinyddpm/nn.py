@@ -170,6 +170,8 @@ class Module:
             value = _track(value, self, key)  # layers kept in containers are sub-modules too
         object.__setattr__(self, key, value)
         if isinstance(value, Parameter):
+            for other in [k for k, p in self._parameters.items() if p is value]:
+                del self._parameters[other]  # one name a weight (add_weight's, then this one)
             self._parameters[key] = value
         elif isinstance(value, Module):
             self._attach(key, value)
