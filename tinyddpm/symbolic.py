@@ -13,7 +13,12 @@ outputs, in an order that can run them; :func:`run` runs them on real inputs.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+
+
+_created = itertools.count()
 
 
 class SymbolicTensor:
@@ -23,6 +28,7 @@ class SymbolicTensor:
     def __init__(self, value, fn=None, args=(), kwargs=None, name=None):
         self.value, self.fn, self.args, self.kwargs = value, fn, args, kwargs or {}
         self.name = name
+        self.seq = next(_created)  # made after everything it is computed from
 
     @property
     def shape(self):
@@ -117,18 +123,15 @@ def record(layer, x, *args, training=None, **kwargs):
 
 
 def trace(outputs):
-    """The symbolic tensors ``outputs`` depend on, each after those it is computed from."""
-    order, seen = [], set()
-
-    def visit(t):
-        if id(t) in seen:
-            return
-        seen.add(id(t))
-        _map((t.args, t.kwargs), lambda s: visit(s) or s)
-        order.append(t)
-    for out in outputs:
-        visit(out)
-    return order
+    """The symbolic tensors ``outputs`` depend on, in the order they were made (so each comes
+    after those it is computed from, and the layers in the order the code called them)."""
+    found, todo = {}, list(outputs)
+    while todo:
+        t = todo.pop()
+        if id(t) not in found:
+            found[id(t)] = t
+            _map((t.args, t.kwargs), lambda s: todo.append(s) or s)
+    return sorted(found.values(), key=lambda t: t.seq)
 
 
 def run(order, feeds):
