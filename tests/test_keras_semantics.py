@@ -394,3 +394,83 @@ def test_the_recorded_keras_values_are_what_keras_does_now():
     for key, value in KERAS.items():
         if not key.endswith("_version"):
             assert live[key] == value, key
+
+
+def test_learning_rate_schedules_give_keras_values():
+    expected = KERAS["learning_rate_schedules"]
+    schedules = td.optimizers.schedules
+    steps = [0, 5, 10, 25]
+    for name, schedule in (("exponential", schedules.ExponentialDecay(0.1, 10, 0.5)),
+                           ("staircase", schedules.ExponentialDecay(0.1, 10, 0.5, staircase=True)),
+                           ("cosine", schedules.CosineDecay(0.1, 10, alpha=0.1))):
+        np.testing.assert_allclose([schedule(s) for s in steps], expected[name], rtol=1e-6)
+    # an optimizer follows its schedule step by step, and resumes it exactly
+    opt = td.SGD(schedules.ExponentialDecay(0.1, 10, 0.5))
+    p = td.nn.Parameter(np.zeros(1, np.float32))
+    for _ in range(6):
+        p.grad = np.ones(1, np.float32)
+        opt.step([p])
+    np.testing.assert_allclose(-p.data[0], sum(0.1 * 0.5 ** (s / 10) for s in range(6)),
+                               rtol=1e-5)
+    assert opt.current_learning_rate == pytest.approx(0.1 * 0.5 ** 0.6)
+    again = td.SGD(schedules.ExponentialDecay(0.1, 10, 0.5))
+    again.load_state_dict(opt.state_dict())
+    assert again.current_learning_rate == opt.current_learning_rate
+
+
+@pytest.mark.parametrize("kind", ["clipnorm", "global_clipnorm"])
+def test_gradient_clipping_as_keras(kind):
+    a, b = td.nn.Parameter(np.zeros(2, np.float32)), td.nn.Parameter(np.zeros(1, np.float32))
+    a.grad, b.grad = np.array([3.0, 4.0], np.float32), np.array([12.0], np.float32)
+    td.SGD(1.0, **{kind: 1.0}).step([a, b])
+    expected_a, expected_b = KERAS["gradient_clipping"][kind]
+    np.testing.assert_allclose(a.data, expected_a, rtol=1e-6)
+    np.testing.assert_allclose(b.data, expected_b, rtol=1e-6)
+
+
+class RateLog(td.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rates.append(self.model.optimizer.current_learning_rate)
+
+
+def test_learning_rate_callbacks_as_keras():
+    x, y = data()
+    model = small_model(learning_rate=0.1)
+    log = RateLog()
+    model.fit(batches(x, y), epochs=3, verbose=0, callbacks=[
+        td.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5 if epoch > 0 else lr), log])
+    np.testing.assert_allclose(log.rates, KERAS["learning_rate_callbacks"]["scheduler"], rtol=1e-6)
+    values = [1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0, 1.01, 1.02]
+    model = small_model(learning_rate=0.1)
+    log = RateLog()
+    history = model.fit(batches(x, y), epochs=10, verbose=0, validation_data=batches(x, y),
+                        callbacks=[SetValLoss(values), td.callbacks.ReduceLROnPlateau(
+                            factor=0.5, patience=1, min_lr=0.02, cooldown=1), log])
+    np.testing.assert_allclose(log.rates, KERAS["learning_rate_callbacks"]["plateau"], rtol=1e-6)
+    assert "learning_rate" in history.history
+
+
+def test_flatten_reshape_dropout_as_keras():
+    from tinyddpm import keras
+    expected = KERAS["flatten_reshape_dropout"]
+    model = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Flatten(),
+                              keras.layers.Dense(3), keras.layers.Reshape((3, 1))])
+    assert list(model(np.zeros((2, 4, 4, 2), np.float32)).shape) == expected["output_shape"]
+    assert model.count_params() == expected["count_params"]
+    td.set_seed(0)
+    ones = np.ones((2000, 50), np.float32)
+    drop = keras.layers.Dropout(0.3)
+    assert np.array_equal(drop(ones, training=False).data, ones) == \
+        expected["dropout_inference_identity"]
+    trained = drop(ones, training=True).data
+    assert round(float((trained == 0).mean()), 2) == expected["dropout_zero_fraction"]
+    assert round(float(trained.max()), 4) == expected["dropout_kept_value"]
+    x = td.Tensor(np.ones((4, 3)), dtype=np.float64, requires_grad=True)
+    drop.train()
+    out = drop(x)
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad, out.data)  # the gradient is the same mask

@@ -1,5 +1,5 @@
 """Callbacks for ``Model.fit``, as in Keras: the ``Callback`` base class with every Keras hook,
-``ModelCheckpoint`` and ``EarlyStopping``.
+``ModelCheckpoint``, ``EarlyStopping``, ``LearningRateScheduler`` and ``ReduceLROnPlateau``.
 
 ``fit`` calls, in order: ``on_train_begin``; per epoch ``on_epoch_begin``, per batch
 ``on_train_batch_begin`` / ``on_train_batch_end`` (which call ``on_batch_begin`` /
@@ -198,3 +198,78 @@ class EarlyStopping(Callback):
             print(f"Epoch {self.stopped_epoch + 1}: early stopping")
         if self.restore_best_weights and self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
+
+
+def _current_rate(model):
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not hasattr(optimizer, "current_learning_rate"):
+        raise ValueError("the learning-rate callbacks need a compiled model")
+    return optimizer.current_learning_rate
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate at the start of each epoch to ``schedule(epoch, lr)`` (or
+    ``schedule(epoch)``), as Keras does; the rate joins the epoch's logs as ``learning_rate``."""
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        self.schedule, self.verbose = schedule, verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = _current_rate(self.model)
+        try:
+            new = self.schedule(epoch, lr)
+        except TypeError:  # a one-argument schedule
+            new = self.schedule(epoch)
+        new = float(new)
+        if not math.isfinite(new):
+            raise ValueError(f"LearningRateScheduler: the schedule returned {new} at epoch "
+                             f"{epoch + 1}")
+        self.model.optimizer.learning_rate = new
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {new}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = _current_rate(self.model)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved by more than
+    ``min_delta`` for ``patience`` epochs, then wait ``cooldown`` epochs; never below
+    ``min_lr`` (Keras' rule, step for step). A monitor missing from the logs is an error."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
+                 min_delta=1e-4, cooldown=0, min_lr=0.0):
+        super().__init__()
+        if not 0 <= factor < 1:
+            raise ValueError(f"ReduceLROnPlateau: factor must lie in [0, 1), got {factor}")
+        self.monitor, self.factor, self.patience = monitor, float(factor), int(patience)
+        self.verbose, self.min_delta, self.cooldown = verbose, abs(float(min_delta)), int(cooldown)
+        self.min_lr, self.sign = float(min_lr), _better(mode, monitor)
+        self.best, self.wait, self.cooldown_counter = math.inf, 0, 0
+
+    def on_train_begin(self, logs=None):
+        _check_validation(self)
+        self.best, self.wait, self.cooldown_counter = math.inf, 0, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        logs["learning_rate"] = _current_rate(self.model)
+        value = self.sign * _monitored(self, logs)
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if value < self.best - self.min_delta:
+            self.best, self.wait = value, 0
+        elif self.cooldown_counter <= 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                old = _current_rate(self.model)
+                if old > self.min_lr:
+                    new = max(old * self.factor, self.min_lr)
+                    self.model.optimizer.learning_rate = new
+                    if self.verbose:
+                        print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to "
+                              f"{new}.")
+                    self.cooldown_counter, self.wait = self.cooldown, 0

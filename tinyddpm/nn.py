@@ -694,6 +694,57 @@ class Cropping2D(_Stateless):
         return ops.getitem(x, (slice(None), slice(t, h - b), slice(l, w - r), slice(None)))
 
 
+class Flatten(Module):
+    """(N, ...) -> (N, product of the rest), as Keras' ``Flatten``."""
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.built = True
+
+    def forward(self, x):
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        return ops.reshape(x, (x.shape[0], -1))
+
+
+class Reshape(Module):
+    """(N, ...) -> (N, *target_shape), as Keras' ``Reshape`` (one entry may be -1)."""
+
+    def __init__(self, target_shape, name=None):
+        super().__init__(name)
+        self.target_shape = tuple(int(d) for d in target_shape)
+        self.built = True
+
+    def forward(self, x):
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        try:
+            return ops.reshape(x, (x.shape[0], *self.target_shape))
+        except ValueError:
+            raise ValueError(f"{self._label()}: cannot reshape {x.shape[1:]} (each sample) to "
+                             f"{self.target_shape}") from None
+
+
+class Dropout(Module):
+    """Training: each value is zeroed with probability ``rate`` and the others scaled by
+    1 / (1 - rate), so the expected value is unchanged (Keras' ``Dropout``); inference: the
+    identity. The draws come from the package's generator (:func:`set_seed`)."""
+
+    def __init__(self, rate, seed=None, name=None):
+        super().__init__(name)
+        if not 0 <= rate < 1:
+            raise ValueError(f"Dropout: rate must lie in [0, 1), got {rate}")
+        self.rate, self.built = float(rate), True
+        self.rng = np.random.default_rng(seed) if seed is not None else None
+
+    def forward(self, x):
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        if not self.training or self.rate == 0:
+            return x
+        rng = self.rng or _rng
+        keep = (rng.random(x.shape) >= self.rate).astype(x.dtype) / np.asarray(1 - self.rate,
+                                                                                x.dtype)
+        return x * keep
+
+
 class TimeEncoding(Module):
     """The fixed sinusoidal encoding of the time step (not trained).
 

@@ -9,12 +9,41 @@ import numpy as np
 
 
 class Optimizer:
+    """``learning_rate``: a number, or a schedule (any callable of the step count, such as
+    :class:`ExponentialDecay`), as in Keras. ``clipnorm`` clips each gradient to that norm,
+    ``global_clipnorm`` all of them together (g * c / max(norm, c))."""
     slot_names = ()
 
-    def __init__(self, learning_rate=1e-3):
-        self.learning_rate = float(learning_rate)
+    def __init__(self, learning_rate=1e-3, clipnorm=None, global_clipnorm=None):
+        self.learning_rate = learning_rate if callable(learning_rate) else float(learning_rate)
+        for name, value in (("clipnorm", clipnorm), ("global_clipnorm", global_clipnorm)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{type(self).__name__}: {name} must be > 0, got {value}")
+        if clipnorm is not None and global_clipnorm is not None:
+            raise ValueError(f"{type(self).__name__}: give clipnorm or global_clipnorm, not both")
+        self.clipnorm, self.global_clipnorm = clipnorm, global_clipnorm
         self.iterations = 0
         self.slots = None  # {slot name: [array per parameter]}
+
+    @property
+    def current_learning_rate(self):
+        """The rate the next step uses (a schedule's value at the current step)."""
+        if callable(self.learning_rate):
+            return float(self.learning_rate(self.iterations))
+        return self.learning_rate
+
+    def _clipped(self, params):
+        """The gradients, clipped by norm as asked."""
+        grads = [None if p.grad is None else p.grad.astype(p.data.dtype, copy=False)
+                 for p in params]
+        if self.clipnorm is not None:
+            grads = [None if g is None else g * _shrink(np.sqrt(np.sum(g * g)), self.clipnorm)
+                     for g in grads]
+        elif self.global_clipnorm is not None:
+            norm = np.sqrt(sum(float(np.sum(g * g)) for g in grads if g is not None))
+            grads = [None if g is None else g * _shrink(norm, self.global_clipnorm)
+                     for g in grads]
+        return grads
 
     def _build(self, params):
         self.slots = {name: [np.zeros_like(p.data) for p in params] for name in self.slot_names}
@@ -26,13 +55,15 @@ class Optimizer:
             self._build(params)
         elif self.slot_names and len(self.slots[self.slot_names[0]]) != len(params):
             raise ValueError(f"{type(self).__name__}: built for a different list of parameters")
+        self._lr = self.current_learning_rate
+        grads = self._clipped(params)
         self.iterations += 1
         self._begin_step()
-        for i, p in enumerate(params):
-            if p.grad is None:
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g is None:
                 continue
             slots = {name: arrays[i] for name, arrays in self.slots.items()}
-            self._update(p.data, p.grad.astype(p.data.dtype, copy=False), **slots)
+            self._update(p.data, g, **slots)
 
     def zero_grad(self, params):
         for p in params:
@@ -45,7 +76,9 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self):
-        state = {"iterations": np.array(self.iterations), "learning_rate": np.array(self.learning_rate)}
+        state = {"iterations": np.array(self.iterations)}
+        if not callable(self.learning_rate):  # a schedule follows from the step count
+            state["learning_rate"] = np.array(self.learning_rate)
         for name, arrays in (self.slots or {}).items():
             for i, a in enumerate(arrays):
                 state[f"{name}/{i}"] = a.copy()
@@ -53,7 +86,8 @@ class Optimizer:
 
     def load_state_dict(self, state, params=None):
         self.iterations = int(state["iterations"])
-        self.learning_rate = float(state["learning_rate"])
+        if "learning_rate" in state and not callable(self.learning_rate):
+            self.learning_rate = float(state["learning_rate"])
         if not self.slot_names:
             return
         count = sum(1 for k in state if k.startswith(self.slot_names[0] + "/"))
@@ -74,12 +108,12 @@ class SGD(Optimizer):
     """v <- momentum v - lr g;  var <- var + v  (Nesterov: var <- var + momentum v - lr g)."""
     slot_names = ("velocity",)
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **clipping):
+        super().__init__(learning_rate, **clipping)
         self.momentum, self.nesterov = float(momentum), nesterov
 
     def _update(self, var, grad, velocity):
-        lr = self.learning_rate
+        lr = self._lr
         if self.momentum == 0:
             var -= lr * grad
             return
@@ -93,13 +127,13 @@ class Adam(Optimizer):
     var <- var - lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + epsilon)."""
     slot_names = ("m", "v")
 
-    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **clipping):
+        super().__init__(learning_rate, **clipping)
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
 
     def _begin_step(self):
         t = self.iterations
-        self._alpha = self.learning_rate * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+        self._alpha = self._lr * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
 
     def _update(self, var, grad, m, v):
         m += (grad - m) * (1 - self.beta_1)
@@ -121,8 +155,8 @@ class Nadam(Optimizer):
     slot_names = ("m", "v")
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 legacy_schedule=False):
-        super().__init__(learning_rate)
+                 legacy_schedule=False, **clipping):
+        super().__init__(learning_rate, **clipping)
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.legacy_schedule = legacy_schedule
 
@@ -148,7 +182,55 @@ class Nadam(Optimizer):
         m += (grad - m) * (1 - self.beta_1)
         v += (grad * grad - v) * (1 - self.beta_2)
         m_hat = self._c_m * m + self._c_g * grad
-        var -= self.learning_rate * m_hat / (np.sqrt(v / self._v_correction) + self.epsilon)
+        var -= self._lr * m_hat / (np.sqrt(v / self._v_correction) + self.epsilon)
+
+
+def _shrink(norm, limit):
+    return limit / max(float(norm), limit)
+
+
+class LearningRateSchedule:
+    """Base class of the schedules: ``schedule(step) -> learning rate`` (step counted from 0)."""
+
+    def __call__(self, step):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class ExponentialDecay(LearningRateSchedule):
+    """lr(step) = initial_learning_rate * decay_rate ^ (step / decay_steps) (Keras'
+    ``ExponentialDecay``; ``staircase=True`` floors the exponent)."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+        if not decay_steps > 0:
+            raise ValueError(f"ExponentialDecay: decay_steps must be > 0, got {decay_steps}")
+        self.initial_learning_rate, self.decay_steps = float(initial_learning_rate), decay_steps
+        self.decay_rate, self.staircase = float(decay_rate), staircase
+
+    def __call__(self, step):
+        p = step / self.decay_steps
+        return self.initial_learning_rate * self.decay_rate ** (np.floor(p) if self.staircase
+                                                                else p)
+
+
+class CosineDecay(LearningRateSchedule):
+    """lr(step) = initial_learning_rate * ((1 - alpha) c + alpha), c = (1 + cos(pi s / D)) / 2,
+    s = min(step, decay_steps = D) (Keras' ``CosineDecay``, without warm-up)."""
+
+    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0):
+        if not decay_steps > 0:
+            raise ValueError(f"CosineDecay: decay_steps must be > 0, got {decay_steps}")
+        self.initial_learning_rate, self.decay_steps = float(initial_learning_rate), decay_steps
+        self.alpha = float(alpha)
+
+    def __call__(self, step):
+        c = 0.5 * (1 + np.cos(np.pi * min(step, self.decay_steps) / self.decay_steps))
+        return self.initial_learning_rate * ((1 - self.alpha) * c + self.alpha)
+
+
+class schedules:  # noqa: N801 - Keras' ``optimizers.schedules`` namespace
+    LearningRateSchedule = LearningRateSchedule
+    ExponentialDecay = ExponentialDecay
+    CosineDecay = CosineDecay
 
 
 def get(optimizer):

@@ -209,9 +209,71 @@ def hooks_in_order():
             "params_keys": sorted(nd.seen_params), "epochs_after_stop_in_batch": len(history.epoch)}
 
 
+def learning_rate_schedules():
+    exp = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    stair = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5, staircase=True)
+    cos = keras.optimizers.schedules.CosineDecay(0.1, 10, alpha=0.1)
+    steps = [0, 5, 10, 25]
+    return {"exponential": [float(exp(s)) for s in steps],
+            "staircase": [float(stair(s)) for s in steps],
+            "cosine": [float(cos(s)) for s in steps]}
+
+
+def gradient_clipping():
+    out = {}
+    for name, kwargs in (("clipnorm", {"clipnorm": 1.0}), ("global_clipnorm", {"global_clipnorm": 1.0})):
+        a, b = keras.Variable(np.zeros(2, "float32")), keras.Variable(np.zeros(1, "float32"))
+        opt = keras.optimizers.SGD(1.0, **kwargs)
+        opt.apply_gradients([(np.array([3.0, 4.0], "float32"), a), (np.array([12.0], "float32"), b)])
+        out[name] = [a.numpy().tolist(), b.numpy().tolist()]
+    return out
+
+
+class RateLog(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rates.append(float(self.model.optimizer.learning_rate))
+
+
+def learning_rate_callbacks():
+    x, y = data()
+    model = small_model()
+    model.compile(loss="mse", optimizer=keras.optimizers.SGD(0.1))
+    log = RateLog()
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0,
+              callbacks=[keras.callbacks.LearningRateScheduler(
+                  lambda epoch, lr: lr * 0.5 if epoch > 0 else lr), log])
+    scheduled = log.rates
+    values = [1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0, 1.01, 1.02]
+    model = small_model()
+    model.compile(loss="mse", optimizer=keras.optimizers.SGD(0.1))
+    log = RateLog()
+    model.fit(x, y, epochs=10, batch_size=16, verbose=0, validation_data=(x, y),
+              callbacks=[SetValLoss(values), keras.callbacks.ReduceLROnPlateau(
+                  factor=0.5, patience=1, min_lr=0.02, cooldown=1), log])
+    return {"scheduler": scheduled, "plateau": log.rates}
+
+
+def flatten_reshape_dropout():
+    model = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Flatten(),
+                              keras.layers.Dense(3), keras.layers.Reshape((3, 1))])
+    ones = np.ones((2000, 50), "float32")
+    drop = keras.layers.Dropout(0.3)
+    trained = drop(ones, training=True).numpy()
+    return {"output_shape": list(model(np.zeros((2, 4, 4, 2), "float32")).shape),
+            "count_params": int(model.count_params()),
+            "dropout_inference_identity": bool(np.array_equal(drop(ones).numpy(), ones)),
+            "dropout_zero_fraction": round(float((trained == 0).mean()), 2),
+            "dropout_kept_value": round(float(trained.max()), 4)}
+
+
 CASES = [fit_leaves_inference_mode, second_fit_trains_again, layers_in_a_list, one_shot_generator,
          checkpoint_path_is_formatted, monitor_missing, early_stopping_epochs, frozen_batchnorm,
-         weighted_epoch_loss, hooks_in_order]
+         weighted_epoch_loss, hooks_in_order, learning_rate_schedules, gradient_clipping,
+         learning_rate_callbacks, flatten_reshape_dropout]
 
 
 def main():

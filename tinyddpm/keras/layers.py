@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from ..nn import (Activation, BatchNormalization, Conv2D, Conv2DTranspose, Dense,  # noqa: F401
-                  Embedding, GroupNormalization, MaxPooling2D, Module, SeparableConv2D,
-                  UpSampling2D, ZeroPadding2D, Cropping2D, _takes_training)
+from ..nn import (Activation, BatchNormalization, Conv2D, Conv2DTranspose, Cropping2D,  # noqa
+                  Dense, Dropout, Embedding, Flatten, GroupNormalization, MaxPooling2D, Module,
+                  Reshape, SeparableConv2D, UpSampling2D, ZeroPadding2D, _takes_training)
 from ..symbolic import Input, SymbolicTensor  # noqa: F401
 from ..tensor import Tensor
 
