@@ -163,3 +163,33 @@ def test_a_subclassed_keras_model_with_call():
     assert model(np.ones((2, 3), np.float32)).shape == (2, 2)
     assert model.count_params() == (3 * 4 + 4) + (4 * 2 + 2)
     assert len(model.layers) == 2
+
+
+@pytest.mark.parametrize("k,s,padding", [(3, 2, "same"), (3, 2, "valid"), (2, 2, "valid"),
+                                         (4, 3, "same"), (2, 3, "valid")])
+def test_strided_conv2d_transpose_shape_and_gradient(k, s, padding):
+    """Keras' sizes: H s with 'same', H s + max(k - s, 0) with 'valid'; float64 gradients."""
+    rng = np.random.default_rng(0)
+    x, kernel = rng.standard_normal((2, 3, 4, 2)), rng.standard_normal((k, k, 3, 2))
+    bias = rng.standard_normal(3)
+    extra = 0 if padding == "same" else max(k - s, 0)
+    y = td.functional.conv2d_transpose(td.Tensor(x, dtype=np.float64), kernel, bias, padding, s)
+    assert y.shape == (2, 3 * s + extra, 4 * s + extra, 3)
+    weights = rng.standard_normal(y.shape)
+    td.gradcheck(lambda a, w, b: (td.functional.conv2d_transpose(a, w, b, padding, s)
+                                  * weights).sum(), x, kernel, bias)
+
+
+def test_strided_conv2d_transpose_gives_keras_outputs():
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 6, 3)).astype(np.float32)
+    for k, s, padding in [(3, 2, "same"), (3, 2, "valid"), (4, 3, "same"), (2, 3, "valid")]:
+        theirs = tf.keras.layers.Conv2DTranspose(4, k, strides=s, padding=padding)
+        theirs(x)
+        w, b = theirs.get_weights()
+        theirs.set_weights([w, rng.standard_normal(b.shape).astype(np.float32)])
+        ours = keras.layers.Conv2DTranspose(4, k, strides=s, padding=padding)
+        ours(x)
+        ours.kernel.data, ours.bias.data = theirs.get_weights()
+        np.testing.assert_allclose(ours(x).data, theirs(x).numpy(), atol=1e-5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
+from . import ops
 from .tensor import Function
 
 
@@ -158,8 +159,43 @@ def conv2d(x, kernel, bias=None, stride=1, padding="valid"):
     return Conv2D.apply(x, kernel, bias, stride=stride, padding=padding)
 
 
-def conv2d_transpose(x, kernel, bias=None, padding="same"):
-    return Conv2DTranspose.apply(x, kernel, bias, padding=padding)
+class Dilate(Function):
+    """Zeros between the pixels: y[:, i s, j s] = x[:, i, j], y of size ((H-1) s + 1,
+    (W-1) s + 1). A transposed convolution with stride s is this, then one with stride 1."""
+    @staticmethod
+    def forward(ctx, x, stride):
+        n, h, w, c = x.shape
+        y = np.zeros((n, (h - 1) * stride + 1, (w - 1) * stride + 1, c), x.dtype)
+        y[:, ::stride, ::stride] = x
+        ctx.stride = stride
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        return (np.ascontiguousarray(g[:, ::ctx.stride, ::ctx.stride]),)
+
+
+def conv2d_transpose(x, kernel, bias=None, padding="same", stride=1):
+    """Transposed convolution; with ``stride`` s > 1 the output is H s (``same``) or
+    H s + max(k - s, 0) (``valid``), as Keras' ``Conv2DTranspose``: the adjoint of the strided
+    convolution that maps that size back to H (its padding, ``same``: max(k - s, 0) split with
+    the smaller half first, cropped here; rows it never reads are zeros)."""
+    if stride == 1:
+        return Conv2DTranspose.apply(x, kernel, bias, padding=padding)
+    if padding not in ("same", "valid"):
+        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+    y = Conv2DTranspose.apply(Dilate.apply(x, stride=stride), kernel, None, padding="valid")
+    window = []
+    for size, k in zip(x.shape[1:3], kernel.shape[:2]):
+        length = size * stride + (0 if padding == "same" else max(k - stride, 0))
+        start = max(k - stride, 0) // 2 if padding == "same" else 0
+        window.append((start, length))
+    (top, height), (left, width) = window
+    y = y[:, top:top + height, left:left + width]
+    short = (height - y.shape[1], width - y.shape[2])
+    if any(short):
+        y = ops.pad(y, ((0, 0), (0, short[0]), (0, short[1]), (0, 0)))
+    return y if bias is None else y + bias
 
 
 def depthwise_conv2d(x, kernel, padding="same"):

@@ -481,14 +481,18 @@ class Conv2D(Module):
 
 
 class Conv2DTranspose(Module):
-    """Transposed convolution (stride 1), kernel (kh, kw, filters, C_in) as in Keras."""
+    """Transposed convolution, kernel (kh, kw, filters, C_in) as in Keras; ``strides`` s
+    multiplies the size by s (see :func:`tinyddpm.functional.conv2d_transpose`)."""
     input_ndim = 4
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
                  use_bias=True, name=None):
         super().__init__(name)
-        if int(strides) != 1:
-            raise NotImplementedError("Conv2DTranspose: only strides=1 is implemented")
+        sh, sw = _pair(strides)
+        if sh != sw or sh < 1:
+            raise ValueError(f"Conv2DTranspose: strides must be one whole number >= 1 (the same "
+                             f"for rows and columns), got {strides}")
+        self.strides = sh
         self.filters, self.kernel_size = int(filters), _pair(kernel_size)
         self.padding, self.use_bias = padding, use_bias
         self.activation = get_activation(activation)
@@ -499,7 +503,7 @@ class Conv2DTranspose(Module):
 
     def forward(self, x):
         kernel, bias, bn = _fold_batchnorm_into(self, self.kernel, self.bias, axis=2)
-        y = F.conv2d_transpose(x, kernel, bias, padding=self.padding)
+        y = F.conv2d_transpose(x, kernel, bias, padding=self.padding, stride=self.strides)
         y.normalized_by = bn
         return _activate(y, self.activation)
 
