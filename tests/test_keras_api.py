@@ -145,6 +145,11 @@ def test_functional_model_errors_name_what_is_wrong():
         np.asarray(a)
     ones = np.ones((3, 2), np.float32)
     assert model([ones, ones]).shape == (3, 2)  # by position too
+    model.compile(loss="mse", optimizer="sgd")  # and fit on a list or a dict of arrays
+    x = np.random.default_rng(0).standard_normal((10, 2)).astype(np.float32)
+    by_list = model.fit([x, x], x, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    assert by_list.params["steps"] == 3
+    assert model.evaluate({"a": x, "b": x}, x, batch_size=4) > 0
 
 
 def test_a_subclassed_keras_model_with_call():

@@ -58,7 +58,8 @@ class History:
 
 
 def _batch_size(inputs):
-    first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
+    first = next(iter(inputs.values())) if isinstance(inputs, dict) else \
+        inputs[0] if isinstance(inputs, (list, tuple)) else inputs
     return len(first.data if hasattr(first, "data") else first)
 
 
@@ -82,17 +83,37 @@ def _verbosity(verbose):
     return min(int(verbose), 2)
 
 
+def _parts(x):
+    """The arrays of ``x``: one array, a dict of them (named inputs) or a list of them."""
+    return list(x.values()) if isinstance(x, dict) else list(x) if isinstance(x, (list, tuple)) \
+        else [x]
+
+
+def _take(x, rows):
+    """``x`` (an array, a dict or a list of arrays) at ``rows`` (a slice or indices)."""
+    if isinstance(x, dict):
+        return {k: np.asarray(v)[rows] for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(v)[rows] for v in x]
+    return np.asarray(x)[rows]
+
+
+def _samples(x, y):
+    """How many samples x and y hold (the same number, or an error)."""
+    sizes = {len(v) for v in _parts(x)} | {len(y)}
+    if len(sizes) != 1:
+        raise ValueError(f"x and y hold different numbers of samples: {sorted(sizes)}")
+    return sizes.pop()
+
+
 class ArrayBatches:
-    """Arrays ``x`` (or a dict of arrays) and ``y`` as ``(inputs, targets)`` batches of
-    ``batch_size``, the last one smaller; with ``shuffle``, each epoch in its own order, from
-    ``seed`` and the epoch (``set_epoch``), so a resumed run sees the same batches."""
+    """Arrays ``x`` (an array, a dict or a list of arrays) and ``y`` as ``(inputs, targets)``
+    batches of ``batch_size``, the last one smaller; with ``shuffle``, each epoch in its own
+    order, from ``seed`` and the epoch (``set_epoch``), so a resumed run sees the same batches."""
 
     def __init__(self, x, y, batch_size=32, shuffle=False, seed=0):
         self.x, self.y = x, np.asarray(y)
-        n = {len(v) for v in (x.values() if isinstance(x, dict) else [x])} | {len(self.y)}
-        if len(n) != 1:
-            raise ValueError(f"x and y hold different numbers of samples: {sorted(n)}")
-        self.n, self.batch_size = n.pop(), _whole(batch_size, "batch_size", low=1)
+        self.n, self.batch_size = _samples(x, y), _whole(batch_size, "batch_size", low=1)
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
 
     def set_epoch(self, epoch):
@@ -106,14 +127,7 @@ class ArrayBatches:
                  if self.shuffle else np.arange(self.n))
         for start in range(0, self.n, self.batch_size):
             rows = order[start:start + self.batch_size]
-            x = ({k: np.asarray(v)[rows] for k, v in self.x.items()}
-                 if isinstance(self.x, dict) else np.asarray(self.x)[rows])
-            yield x, self.y[rows]
-
-
-def _split(x, start, stop):
-    return ({k: v[start:stop] for k, v in x.items()} if isinstance(x, dict)
-            else x[start:stop])
+            yield _take(self.x, rows), self.y[rows]
 
 
 def _fit_data(x, y, batch_size, validation_split, validation_data, shuffle):
@@ -124,23 +138,20 @@ def _fit_data(x, y, batch_size, validation_split, validation_data, shuffle):
                              "data set of batches has its own batch size")
         train = x
     else:
-        sizes = {len(v) for v in (x.values() if isinstance(x, dict) else [x])} | {len(y)}
-        if len(sizes) != 1:
-            raise ValueError(f"fit(): x and y hold different numbers of samples: {sorted(sizes)}")
+        n = _samples(x, y)
         if not 0 <= validation_split < 1:
             raise ValueError(f"fit(): validation_split must lie in [0, 1), got "
                              f"{validation_split}")
-        n = len(y)
         keep = n - int(n * validation_split)  # Keras keeps the last part, before shuffling
         if validation_split:
             if validation_data is not None:
                 raise ValueError("fit(): give validation_data or validation_split, not both")
-            validation_data = (_split(x, keep, n), np.asarray(y)[keep:])
+            validation_data = (_take(x, slice(keep, n)), np.asarray(y)[keep:])
         from .nn import _rng
-        train = ArrayBatches(_split(x, 0, keep), np.asarray(y)[:keep], batch_size or 32,
+        train = ArrayBatches(_take(x, slice(0, keep)), np.asarray(y)[:keep], batch_size or 32,
                              shuffle=shuffle, seed=int(_rng.integers(2**31)))
     if isinstance(validation_data, tuple) and len(validation_data) == 2 and \
-            isinstance(validation_data[0], (np.ndarray, dict)):
+            isinstance(validation_data[0], (np.ndarray, dict, list)):
         validation_data = ArrayBatches(*validation_data, batch_size or 32)
     return train, validation_data
 
