@@ -198,3 +198,34 @@ def test_strided_conv2d_transpose_gives_keras_outputs():
         ours(x)
         ours.kernel.data, ours.bias.data = theirs.get_weights()
         np.testing.assert_allclose(ours(x).data, theirs(x).numpy(), atol=1e-5)
+
+
+def test_what_a_keras_port_of_the_books_loop_needs():
+    """float64 arrays (NumPy's noise, X / 255.) are cast to the model's float32 as Keras casts
+    them; outputs convert with np.asarray (plt.imshow); layers hold get/set_weights; default
+    names, tuple strides and initializer names are Keras'."""
+    model = book_model.build(keras, take)
+    X = np.random.default_rng(0).standard_normal((2, 28, 28, 1))  # float64
+    out = model({"X_noisy": X, "time": np.array([5, 6])})
+    assert np.asarray(out).dtype == np.float32 and np.asarray(out).shape == (2, 28, 28, 1)
+    conv = keras.layers.Conv2D(2, 3, strides=(2, 2), padding="same")
+    pool = keras.layers.MaxPooling2D(pool_size=(2, 2))
+    x = keras.Input(shape=[8, 8, 1])
+    plain = keras.Model(x, pool(conv(x)))
+    assert [layer.name for layer in plain.layers] == ["conv2d", "max_pooling2d"]
+    assert plain(np.zeros((1, 8, 8, 1), np.float32)).shape == (1, 2, 2, 2)
+    with pytest.raises(ValueError, match="strides"):
+        keras.layers.Conv2D(2, 3, strides=(2, 1))
+    weights = conv.get_weights()
+    assert [w.shape for w in weights] == [(3, 3, 1, 2), (2,)]
+    conv.set_weights([np.ones((3, 3, 1, 2)), np.zeros(2)])
+    np.testing.assert_array_equal(conv.kernel.data, 1)
+
+    class Init(keras.layers.Layer):
+        def build(self, input_shape):
+            self.a = self.add_weight(shape=(1000,), initializer="random_normal")
+    layer = Init()
+    layer(np.zeros((1, 2), np.float32))
+    assert 0.04 < layer.a.data.std() < 0.06  # Keras' random_normal: stddev 0.05
+    with pytest.raises(ValueError, match="unknown initializer 'gaussian'"):
+        Init().add_weight(shape=(2,), initializer="gaussian")

@@ -63,6 +63,21 @@ def _batch_size(inputs):
     return len(first.data if hasattr(first, "data") else first)
 
 
+def _as_model_floats(inputs, dtype):
+    """Float arrays of another precision (NumPy's float64 noise, X / 255.) in the model's own,
+    as Keras casts its inputs; tensors, integers (time steps, labels) and lists of batches are
+    left as they are."""
+    def cast(v):
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.dtype != dtype:
+            return v.astype(dtype)
+        return v
+    if isinstance(inputs, dict):
+        return {k: cast(v) for k, v in inputs.items()}
+    if isinstance(inputs, (list, tuple)):
+        return type(inputs)(cast(v) for v in inputs)
+    return cast(inputs)
+
+
 def _wants_grad(inputs):
     """Whether any input tensor asks for a gradient (then even an inference call keeps a graph)."""
     values = inputs.values() if isinstance(inputs, dict) else \
@@ -221,6 +236,7 @@ class Model(Module):
         """Run the model; ``training``: None keeps the current mode (inference unless fit,
         ``train_step`` or ``train()`` set training), True or False sets it for this call."""
         training = self.training if training is None else bool(training)
+        inputs = _as_model_floats(inputs, self.dtype)
         with self.mode(training):
             if training or _wants_grad(inputs):
                 return super().__call__(inputs, *args, **kwargs)

@@ -44,6 +44,35 @@ def glorot_uniform(shape, dtype=np.float32, rng=None):
     return (rng or _rng).uniform(-limit, limit, size=shape).astype(dtype)
 
 
+def _fans(shape):
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    if len(shape) < 2:
+        return (shape[0] if shape else 1,) * 2
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+#: Keras' initialisers by name: shape -> float64 values
+INITIALIZERS = {
+    "glorot_uniform": lambda shape: glorot_uniform(shape, np.float64),
+    "glorot_normal": lambda shape: _rng.normal(0, np.sqrt(2 / sum(_fans(shape))), shape),
+    "he_normal": lambda shape: _rng.normal(0, np.sqrt(2 / _fans(shape)[0]), shape),
+    "he_uniform": lambda shape: _rng.uniform(-1, 1, shape) * np.sqrt(6 / _fans(shape)[0]),
+    "random_normal": lambda shape: _rng.normal(0, 0.05, shape),
+    "random_uniform": lambda shape: _rng.uniform(-0.05, 0.05, shape),
+    "zeros": np.zeros,
+    "ones": np.ones,
+}
+
+
+def _pair_same(value, what, layer):
+    """A stride or pool size given as n or (n, n); (n, m) with n != m is not supported."""
+    pair = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or pair[0] != pair[1] or int(pair[0]) != pair[0] or pair[0] < 1:
+        raise ValueError(f"{layer}: {what} must be a whole number >= 1 or a pair of equal ones, "
+                         f"got {value!r}")
+    return int(pair[0])
+
+
 class Parameter(Tensor):
     """A tensor that a :class:`Module` trains (``requires_grad`` is always on)."""
     __slots__ = ()
@@ -207,14 +236,43 @@ class Module:
         object.__setattr__(self, key, np.asarray(array))
 
     def add_weight(self, key, shape, initializer="glorot_uniform"):
-        if initializer == "glorot_uniform":
-            data = glorot_uniform(shape, self.dtype)
-        elif initializer in ("zeros", "ones"):
-            data = (np.zeros if initializer == "zeros" else np.ones)(shape, self.dtype)
-        else:
-            data = np.asarray(initializer(shape), dtype=self.dtype)
+        """A trained weight of ``shape``; ``initializer``: a Keras name (see
+        :data:`INITIALIZERS`) or a function of the shape."""
+        if isinstance(initializer, str):
+            if initializer not in INITIALIZERS:
+                raise ValueError(f"{self._label()}: unknown initializer {initializer!r}; choose "
+                                 f"one of {sorted(INITIALIZERS)}, or pass a function of the shape")
+            initializer = INITIALIZERS[initializer]
+        data = np.asarray(initializer(tuple(shape)), dtype=self.dtype)
         setattr(self, key, Parameter(data, name=key))
         return getattr(self, key)
+
+    def get_weights(self):
+        """Every weight as a NumPy array, module by module (trained ones, then the others), as
+        Keras' ``get_weights``."""
+        self._require_built("get_weights()")
+        return [np.array(getattr(w, "data", w)) for _, w in self._named_weights()]
+
+    def set_weights(self, weights):
+        """Put ``weights`` (a list as :meth:`get_weights` gives) into the weights, in order."""
+        own = self._named_weights()
+        if len(weights) != len(own):
+            raise ValueError(f"{self._label()}: set_weights needs {len(own)} arrays, got "
+                             f"{len(weights)}")
+        state = self.state_dict()
+        for (name, w), new in zip(own, weights):
+            if np.shape(new) != np.shape(getattr(w, "data", w)):
+                raise ValueError(f"{self._label()}: set_weights: {name} has shape "
+                                 f"{np.shape(getattr(w, 'data', w))}, got {np.shape(new)}")
+            state[name] = np.asarray(new)
+        self.load_state_dict(state)
+
+    def _named_weights(self):
+        out = []
+        for path, m in self.named_modules():
+            for k in (*m._parameters, *m._buffers):
+                out.append((f"{path}.{k}" if path else k, getattr(m, k)))
+        return out
 
     # --- traversal ---------------------------------------------------------------------------
     def named_modules(self, prefix=""):
@@ -463,7 +521,7 @@ class Conv2D(Module):
                  use_bias=True, name=None):
         super().__init__(name)
         self.filters, self.kernel_size = int(filters), _pair(kernel_size)
-        self.strides = int(strides)
+        self.strides = _pair_same(strides, "strides", type(self).__name__)
         if padding not in ("valid", "same"):
             raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {padding!r}")
         self.padding, self.use_bias = padding, use_bias
@@ -488,11 +546,7 @@ class Conv2DTranspose(Module):
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
                  use_bias=True, name=None):
         super().__init__(name)
-        sh, sw = _pair(strides)
-        if sh != sw or sh < 1:
-            raise ValueError(f"Conv2DTranspose: strides must be one whole number >= 1 (the same "
-                             f"for rows and columns), got {strides}")
-        self.strides = sh
+        self.strides = _pair_same(strides, "strides", "Conv2DTranspose")
         self.filters, self.kernel_size = int(filters), _pair(kernel_size)
         self.padding, self.use_bias = padding, use_bias
         self.activation = get_activation(activation)
@@ -646,8 +700,8 @@ class MaxPooling2D(_Stateless):
 
     def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
         super().__init__(name)
-        self.pool_size = int(pool_size)
-        self.strides = int(strides or pool_size)
+        self.pool_size = _pair_same(pool_size, "pool_size", type(self).__name__)
+        self.strides = _pair_same(strides or pool_size, "strides", type(self).__name__)
         self.padding = padding
 
     def forward(self, x):

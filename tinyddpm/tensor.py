@@ -104,6 +104,10 @@ class Tensor:
         self.normalized_by = None  # the BatchNormalization already folded in (nn.fold_batchnorm)
 
     # --- array-like conveniences -------------------------------------------------------------
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(tensor)``: its values (as ``.data``), e.g. for ``plt.imshow``."""
+        return self.data if dtype is None else self.data.astype(dtype, copy=False)
+
     shape = property(lambda self: self.data.shape)
     ndim = property(lambda self: self.data.ndim)
     dtype = property(lambda self: self.data.dtype)

@@ -13,7 +13,9 @@ from ..symbolic import SymbolicTensor
 
 
 def _snake(name):
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """Keras' default layer names: Conv2D -> conv2d, ZeroPadding2D -> zero_padding2d."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 class Model(_model.Model):
@@ -101,35 +103,6 @@ class Model(_model.Model):
             if name in (key, layer.name):
                 return layer
         raise ValueError(f"no layer named {name!r}; the layers are {list(self._modules)}")
-
-    def get_weights(self):
-        """Every weight as a NumPy array, layer by layer (trainable, then the others)."""
-        self._require_built("get_weights()")
-        return [np.array(w.data if hasattr(w, "data") else w) for w in self._weights()]
-
-    def set_weights(self, weights):
-        own = self._weights()
-        if len(weights) != len(own):
-            raise ValueError(f"set_weights: the model has {len(own)} weights, got {len(weights)}")
-        state, names = self.state_dict(), self._weight_names()
-        for name, w, new in zip(names, own, weights):
-            if np.shape(new) != np.shape(getattr(w, "data", w)):
-                raise ValueError(f"set_weights: {name} has shape "
-                                 f"{np.shape(getattr(w, 'data', w))}, got {np.shape(new)}")
-            state[name] = np.asarray(new)
-        self.load_state_dict(state)
-
-    def _weight_names(self):
-        names = []
-        for path, m in self.named_modules():
-            names += [f"{path}.{k}" if path else k for k in (*m._parameters, *m._buffers)]
-        return names
-
-    def _weights(self):
-        out = []
-        for _, m in self.named_modules():
-            out += [getattr(m, k) for k in (*m._parameters, *m._buffers)]
-        return out
 
     def save_weights(self, path):
         """The weights (and BatchNorm statistics) to a checkpoint file (``load_weights``)."""
