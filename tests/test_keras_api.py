@@ -208,6 +208,9 @@ def test_what_a_keras_port_of_the_books_loop_needs():
     X = np.random.default_rng(0).standard_normal((2, 28, 28, 1))  # float64
     out = model({"X_noisy": X, "time": np.array([5, 6])})
     assert np.asarray(out).dtype == np.float32 and np.asarray(out).shape == (2, 28, 28, 1)
+    X = 1.01 * (X - 0.1 * out)  # a float64 array with a model output: a float64 tensor
+    assert X.dtype == np.float64 and model({"X_noisy": X, "time": np.array([5, 6])}).shape == \
+        (2, 28, 28, 1)
     conv = keras.layers.Conv2D(2, 3, strides=(2, 2), padding="same")
     pool = keras.layers.MaxPooling2D(pool_size=(2, 2))
     x = keras.Input(shape=[8, 8, 1])

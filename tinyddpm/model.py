@@ -64,12 +64,14 @@ def _batch_size(inputs):
 
 
 def _as_model_floats(inputs, dtype):
-    """Float arrays of another precision (NumPy's float64 noise, X / 255.) in the model's own,
-    as Keras casts its inputs; tensors, integers (time steps, labels) and lists of batches are
-    left as they are."""
+    """Float arrays and tensors of another precision (NumPy's float64 noise, X / 255., a
+    float64 array minus a model output) in the model's own, as Keras casts its inputs; a tensor
+    that asks for a gradient, integers (time steps, labels) and lists of batches are left as
+    they are."""
     def cast(v):
-        if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.dtype != dtype:
-            return v.astype(dtype)
+        data = v.data if isinstance(v, Tensor) and not v.requires_grad else v
+        if isinstance(data, np.ndarray) and data.dtype.kind == "f" and data.dtype != dtype:
+            return data.astype(dtype)
         return v
     if isinstance(inputs, dict):
         return {k: cast(v) for k, v in inputs.items()}
