@@ -232,3 +232,43 @@ def test_what_a_keras_port_of_the_books_loop_needs():
     assert 0.04 < layer.a.data.std() < 0.06  # Keras' random_normal: stddev 0.05
     with pytest.raises(ValueError, match="unknown initializer 'gaussian'"):
         Init().add_weight(shape=(2,), initializer="gaussian")
+
+
+def test_save_and_load_model_rebuild_the_model_without_pickle(tmp_path):
+    model = book_model.build(keras, take)
+    x, t = book_model.inputs(2)
+    before = model({"X_noisy": x, "time": t}).data
+    path = tmp_path / "unet.npz"
+    model.save(path)
+    with np.load(path, allow_pickle=False) as data:  # a plain npz: nothing to unpickle
+        assert "header" in data.files
+    with pytest.raises(ValueError, match="custom_objects"):
+        keras.models.load_model(path)
+    TimeEncoding = book_model.time_encoding_layer(keras, take)
+    again = keras.models.load_model(path, custom_objects={"TimeEncoding": TimeEncoding})
+    np.testing.assert_array_equal(again({"X_noisy": x, "time": t}).data, before)
+    assert [layer.name for layer in again.layers] == [layer.name for layer in model.layers]
+
+    seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"),
+                            keras.layers.Dropout(0.1), keras.layers.Dense(1)])
+    seq.compile(loss="mse", optimizer="adam")
+    seq.fit(np.ones((8, 4), np.float32), np.ones((8, 1), np.float32), epochs=1, verbose=0)
+    seq.save(tmp_path / "seq.npz")
+    loaded = keras.models.load_model(tmp_path / "seq.npz")
+    ones = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(loaded(ones).data, seq(ones).data)
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.d(x)
+    sub = Sub()
+    sub(ones)
+    with pytest.raises(TypeError, match="save_weights"):
+        sub.save(tmp_path / "sub.npz")
+    sub.save_weights(tmp_path / "w.npz")
+    with pytest.raises(td.CheckpointError, match="no model description"):
+        keras.models.load_model(tmp_path / "w.npz")

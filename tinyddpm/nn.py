@@ -8,6 +8,7 @@ which layer, what it expected and what it received.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 
@@ -172,6 +173,21 @@ class Module:
 
     #: rank of the input tensor the layer accepts (None: any)
     input_ndim = None
+
+    def __init_subclass__(cls, **kwargs):
+        """Every layer remembers the arguments it was made with (``init_args``), so a saved
+        model can be rebuilt from a description (``tinyddpm.keras.models.load_model``)."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def recording(self, *args, **kw):
+            if "init_args" not in self.__dict__:  # the most derived class's call comes first
+                object.__setattr__(self, "init_args", (args, kw))
+            init(self, *args, **kw)
+        cls.__init__ = recording
     #: whether the input's float dtype must equal the layer's (layers with weights)
     match_dtype = True
 

@@ -15,4 +15,4 @@ with an error that names it.
 from .. import callbacks, losses, optimizers  # noqa: F401
 from . import layers, models  # noqa: F401
 from .layers import Input  # noqa: F401
-from .models import Model, Sequential  # noqa: F401
+from .models import Model, Sequential, load_model  # noqa: F401

@@ -162,3 +162,137 @@ class Sequential(Model):
         for layer in self._modules.values():
             x = layer(x)
         return x
+
+
+# --------------------------------------------------------------------------- save / load_model
+# A saved model is a checkpoint (weights, JSON header, never pickled) whose header also holds
+# "keras_model": each layer's class and the arguments it was made with, and the recorded graph
+# (inputs, layer calls and the slicing and arithmetic between them), so load_model can rebuild it.
+
+_OPS = {f.__name__: f for f in (symbolic._getitem, symbolic._add, symbolic._sub, symbolic._mul,
+                                symbolic._div)}
+
+
+def _encode(value, nodes, where):
+    if isinstance(value, SymbolicTensor):
+        return {"node": nodes[id(value)]}
+    if isinstance(value, slice):
+        return {"slice": [_encode(v, nodes, where) for v in (value.start, value.stop, value.step)]}
+    if value is Ellipsis:
+        return {"ellipsis": True}
+    if isinstance(value, tuple):
+        return {"tuple": [_encode(v, nodes, where) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v, nodes, where) for v in value]
+    if isinstance(value, dict):
+        return {"dict": {str(k): _encode(v, nodes, where) for k, v in value.items()}}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"save(): {where} holds a {type(value).__name__} ({value!r:.60}), which a "
+                    "saved model cannot describe; save the weights with save_weights instead")
+
+
+def _decode(value, nodes):
+    if isinstance(value, list):
+        return [_decode(v, nodes) for v in value]
+    if isinstance(value, dict):
+        if "node" in value:
+            return nodes[value["node"]]
+        if "slice" in value:
+            return slice(*_decode(value["slice"], nodes))
+        if "ellipsis" in value:
+            return Ellipsis
+        if "tuple" in value:
+            return tuple(_decode(v, nodes) for v in value["tuple"])
+        return {k: _decode(v, nodes) for k, v in value["dict"].items()}
+    return value
+
+
+def _describe(model):
+    layers = []
+    for key, layer in model._modules.items():
+        args, kwargs = getattr(layer, "init_args", ((), {}))
+        layers.append({"key": key, "class": type(layer).__name__,
+                       "args": _encode(list(args), {}, f"layer {key!r}"),
+                       "kwargs": _encode(dict(kwargs), {}, f"layer {key!r}")["dict"]})
+    if isinstance(model, Sequential):
+        first = model._input
+        return {"kind": "sequential", "layers": layers, "input": None if first is None else
+                {"shape": list(first.shape[1:]), "dtype": str(first.dtype), "name": first.name}}
+    if model._graph is None:
+        raise TypeError("save(): a subclassed model (one with call()) cannot be described in a "
+                        "file; save its weights with save_weights, and rebuild it in code")
+    ins, outs, order, single = model._graph
+    keys = {id(m): k for k, m in model._modules.items()}
+    nodes, graph = {}, []
+    for t in order:
+        nodes[id(t)] = len(graph)
+        if t.fn is None:
+            graph.append({"input": {"shape": list(t.shape[1:]), "dtype": str(t.dtype),
+                                    "name": t.name}})
+        elif id(t.fn) in keys:
+            graph.append({"layer": keys[id(t.fn)], "args": _encode(list(t.args), nodes, "a call"),
+                          "kwargs": _encode(dict(t.kwargs), nodes, "a call")["dict"]})
+        else:
+            graph.append({"op": t.fn.__name__, "args": _encode(list(t.args), nodes, "an op")})
+    return {"kind": "functional", "layers": layers, "graph": graph,
+            "inputs": [nodes[id(t)] for t in ins], "outputs": [nodes[id(t)] for t in outs],
+            "single_output": single}
+
+
+def save_model(model, path):
+    """Write ``model`` (weights, BatchNorm statistics, optimizer state and its description) to
+    one ``.npz`` file, atomically, with no pickled object in it: ``load_model(path)`` rebuilds
+    it. Functional and Sequential models; a subclassed one only through ``save_weights``."""
+    from ..checkpoint import save_checkpoint
+    return save_checkpoint(path, model, model.optimizer, extra={"keras_model": _describe(model)})
+
+
+def load_model(path, custom_objects=None):
+    """The model ``save`` wrote, rebuilt and loaded (inference mode, not compiled: call
+    ``compile`` to train it further). Layer classes of your own go in ``custom_objects``
+    (``{"TimeEncoding": TimeEncoding}``), as in Keras."""
+    from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+    from . import layers as known
+
+    desc = read_checkpoint(path)[0].get("keras_model")
+    if not isinstance(desc, dict):
+        raise CheckpointError(f"{str(path)!r} holds no model description: it was not written by "
+                              "model.save (a checkpoint or save_weights file loads into a model "
+                              "you build, with load_weights)")
+    custom = dict(custom_objects or {})
+    built = {}
+    for spec in desc["layers"]:
+        cls = custom.get(spec["class"]) or getattr(known, spec["class"], None)
+        if not (isinstance(cls, type) and issubclass(cls, Module)):
+            raise ValueError(f"load_model: unknown layer class {spec['class']!r}; pass it in "
+                             f"custom_objects={{{spec['class']!r}: {spec['class']}}}")
+        layer = cls(*_decode(spec["args"], []), **_decode({"dict": spec["kwargs"]}, []))
+        layer.name = spec["key"]
+        built[spec["key"]] = layer
+    if desc["kind"] == "sequential":
+        first = desc["input"]
+        start = [] if first is None else [symbolic.Input(first["shape"], first["name"],
+                                                         first["dtype"])]
+        model = Sequential(start + list(built.values()))
+    else:
+        nodes = []
+        for node in desc["graph"]:
+            if "input" in node:
+                spec = node["input"]
+                nodes.append(symbolic.Input(spec["shape"], spec["name"], spec["dtype"]))
+            elif "layer" in node:
+                nodes.append(built[node["layer"]](*_decode(node["args"], nodes),
+                                                   **_decode({"dict": node["kwargs"]}, nodes)))
+            else:
+                nodes.append(symbolic.apply(_OPS[node["op"]], *_decode(node["args"], nodes)))
+        outputs = [nodes[i] for i in desc["outputs"]]
+        model = Model(inputs=[nodes[i] for i in desc["inputs"]],
+                      outputs=outputs[0] if desc["single_output"] else outputs)
+    load_checkpoint(path, model)
+    return model
+
+
+Model.save = save_model
