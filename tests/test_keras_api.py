@@ -272,3 +272,34 @@ def test_save_and_load_model_rebuild_the_model_without_pickle(tmp_path):
     sub.save_weights(tmp_path / "w.npz")
     with pytest.raises(td.CheckpointError, match="no model description"):
         keras.models.load_model(tmp_path / "w.npz")
+
+
+def test_save_load_edge_cases_from_a_review(tmp_path):
+    x = np.ones((2, 4), np.float32)
+    built_by_call = keras.Sequential([keras.layers.Dense(3), keras.layers.Dense(2)])
+    built_by_call(x)
+    built_by_call.save(tmp_path / "s.npz")
+    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "s.npz")(x).data,
+                                  built_by_call(x).data)
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    X = keras.Input((4,))
+    nested = keras.Model(X, keras.layers.Dense(1)(inner(X)))
+    with pytest.raises(TypeError, match="used as a layer"):
+        nested.save(tmp_path / "n.npz")
+    # names that are attributes of a model, frozen layers, and arithmetic with numbers first
+    X = keras.Input((4,))
+    odd = keras.layers.Dense(2, name="training")
+    frozen = keras.layers.Dense(2, name="frozen")
+    frozen.trainable = False
+    out = frozen((1.0 - odd(X)) ** 2 + 1.0 / (odd(X) ** 2 + 1.0))
+    model = keras.Model(X, out)
+    assert model.training is False and model.get_layer("training") is odd
+    assert out.dtype == np.float32
+    model.compile(loss="mse", optimizer="sgd")
+    before = odd.kernel.data.copy()
+    model.fit(x, np.zeros((2, 2), np.float32), epochs=1, verbose=0)
+    assert not np.array_equal(odd.kernel.data, before)  # trained
+    model.save(tmp_path / "m.npz")
+    again = keras.models.load_model(tmp_path / "m.npz")
+    np.testing.assert_allclose(again(x).data, model(x).data, rtol=1e-6)
+    assert again.get_layer("frozen").trainable is False

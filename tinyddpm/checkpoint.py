@@ -74,6 +74,10 @@ def read_checkpoint(path):
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"PK":  # every .npz is a zip archive
+                raise CheckpointError(f"{path!r} is not a readable tinyddpm checkpoint: it is "
+                                      "not an .npz archive (another kind of file, or empty)")
         with np.load(path, allow_pickle=False) as data:
             if "header" not in data.files:
                 raise CheckpointError(f"{path!r} is an .npz file but not a tinyddpm checkpoint "

@@ -49,13 +49,16 @@ class SymbolicTensor:
     def __getitem__(self, index):
         return apply(_getitem, self, index)
 
+    # the symbolic tensor always goes first, so a Python number never sets the dtype
     def __add__(self, other): return apply(_add, self, other)
-    def __radd__(self, other): return apply(_add, other, self)
+    def __radd__(self, other): return apply(_add, self, other)
     def __sub__(self, other): return apply(_sub, self, other)
-    def __rsub__(self, other): return apply(_sub, other, self)
+    def __rsub__(self, other): return apply(_rsub, self, other)
     def __mul__(self, other): return apply(_mul, self, other)
-    def __rmul__(self, other): return apply(_mul, other, self)
+    def __rmul__(self, other): return apply(_mul, self, other)
     def __truediv__(self, other): return apply(_div, self, other)
+    def __rtruediv__(self, other): return apply(_rdiv, self, other)
+    def __pow__(self, other): return apply(_pow, self, other)
     def __neg__(self): return apply(_mul, self, -1.0)
 
 
@@ -73,6 +76,12 @@ def _add(x, y): return _tensor(x) + y
 def _sub(x, y): return _tensor(x) - y
 def _mul(x, y): return _tensor(x) * y
 def _div(x, y): return _tensor(x) / y
+def _rsub(x, y): return y - _tensor(x)
+def _rdiv(x, y): return y / _tensor(x)
+def _pow(x, y): return _tensor(x) ** y
+
+#: the operations a recorded graph may hold besides layer calls (all a saved model can name)
+OPERATIONS = {f.__name__: f for f in (_getitem, _add, _sub, _mul, _div, _rsub, _rdiv, _pow)}
 
 
 def Input(shape, name=None, dtype="float32", batch_size=None):  # noqa: N802 - Keras' name

@@ -53,7 +53,7 @@ class Model(_model.Model):
             if isinstance(t.fn, Module) and not any(t.fn is m for m in self._modules.values()):
                 base = t.fn.name or _snake(type(t.fn).__name__)
                 name, k = base, 0
-                while name in taken or hasattr(type(self), name):
+                while name in taken or hasattr(type(self), name) or name in self.__dict__:
                     k += 1
                     name = f"{base}_{k}"
                 taken.add(name)
@@ -136,6 +136,7 @@ class Sequential(Model):
     def __init__(self, layers=None, name=None):
         super().__init__(name=name)
         object.__setattr__(self, "_input", None)
+        object.__setattr__(self, "_seen", None)  # (shape, dtype) of the first input, if no Input
         for layer in layers or ():
             self.add(layer)
 
@@ -149,7 +150,7 @@ class Sequential(Model):
             raise TypeError(f"Sequential.add: expected a layer, got {type(layer).__name__}")
         base = layer.name or _snake(type(layer).__name__)
         name, k = base, 0
-        while name in self._modules or hasattr(type(self), name):
+        while name in self._modules or hasattr(type(self), name) or name in self.__dict__:
             k += 1
             name = f"{base}_{k}"
         setattr(self, name, layer)
@@ -159,6 +160,9 @@ class Sequential(Model):
                 x = m(x)
 
     def forward(self, x, *args, **kwargs):
+        if self._seen is None:
+            data = np.asarray(getattr(x, "data", x))
+            object.__setattr__(self, "_seen", (data.shape[1:], str(data.dtype)))
         for layer in self._modules.values():
             x = layer(x)
         return x
@@ -169,8 +173,6 @@ class Sequential(Model):
 # "keras_model": each layer's class and the arguments it was made with, and the recorded graph
 # (inputs, layer calls and the slicing and arithmetic between them), so load_model can rebuild it.
 
-_OPS = {f.__name__: f for f in (symbolic._getitem, symbolic._add, symbolic._sub, symbolic._mul,
-                                symbolic._div)}
 
 
 def _encode(value, nodes, where):
@@ -213,13 +215,24 @@ def _decode(value, nodes):
 def _describe(model):
     layers = []
     for key, layer in model._modules.items():
+        if isinstance(layer, _model.Model):
+            raise TypeError(f"save(): the model {key!r} is used as a layer inside this one, which "
+                            "a saved file cannot describe yet; use save_weights, and rebuild "
+                            "the model in code")
         args, kwargs = getattr(layer, "init_args", ((), {}))
-        layers.append({"key": key, "class": type(layer).__name__,
+        layers.append({"key": key, "class": type(layer).__name__, "trainable": layer.trainable,
                        "args": _encode(list(args), {}, f"layer {key!r}"),
                        "kwargs": _encode(dict(kwargs), {}, f"layer {key!r}")["dict"]})
     if isinstance(model, Sequential):
         first = model._input
-        return {"kind": "sequential", "layers": layers, "input": None if first is None else
+        if first is None and model._seen is not None:  # built by a call: that input's shape
+            shape, dtype = model._seen
+            return {"kind": "sequential", "layers": layers,
+                    "input": {"shape": list(shape), "dtype": dtype, "name": None}}
+        if first is None:
+            raise ValueError("save(): this Sequential model has not been built yet: give it an "
+                             "Input, or call it on a batch first")
+        return {"kind": "sequential", "layers": layers, "input":
                 {"shape": list(first.shape[1:]), "dtype": str(first.dtype), "name": first.name}}
     if model._graph is None:
         raise TypeError("save(): a subclassed model (one with call()) cannot be described in a "
@@ -271,6 +284,7 @@ def load_model(path, custom_objects=None):
                              f"custom_objects={{{spec['class']!r}: {spec['class']}}}")
         layer = cls(*_decode(spec["args"], []), **_decode({"dict": spec["kwargs"]}, []))
         layer.name = spec["key"]
+        layer.trainable = spec.get("trainable", True)
         built[spec["key"]] = layer
     if desc["kind"] == "sequential":
         first = desc["input"]
@@ -287,7 +301,10 @@ def load_model(path, custom_objects=None):
                 nodes.append(built[node["layer"]](*_decode(node["args"], nodes),
                                                    **_decode({"dict": node["kwargs"]}, nodes)))
             else:
-                nodes.append(symbolic.apply(_OPS[node["op"]], *_decode(node["args"], nodes)))
+                if node["op"] not in symbolic.OPERATIONS:
+                    raise CheckpointError(f"{str(path)!r}: unknown operation {node['op']!r}")
+                nodes.append(symbolic.apply(symbolic.OPERATIONS[node["op"]],
+                                            *_decode(node["args"], nodes)))
         outputs = [nodes[i] for i in desc["outputs"]]
         model = Model(inputs=[nodes[i] for i in desc["inputs"]],
                       outputs=outputs[0] if desc["single_output"] else outputs)
