@@ -82,9 +82,7 @@ def _as_model_floats(inputs, dtype):
 
 def _wants_grad(inputs):
     """Whether any input tensor asks for a gradient (then even an inference call keeps a graph)."""
-    values = inputs.values() if isinstance(inputs, dict) else \
-        inputs if isinstance(inputs, (list, tuple)) else [inputs]
-    return any(isinstance(v, Tensor) and v.requires_grad for v in values)
+    return any(isinstance(v, Tensor) and v.requires_grad for v in _parts(inputs))
 
 
 class _NoBatch(ValueError):
@@ -494,10 +492,8 @@ class Model(Module):
         ``on_predict_*`` hooks."""
         hooks = CallbackList(callbacks, self, {"verbose": verbose})
         if isinstance(inputs, (dict, np.ndarray, Tensor)):
-            n = _batch_size(inputs)
-            batches = (({k: v[i:i + batch_size] for k, v in inputs.items()}
-                        if isinstance(inputs, dict) else inputs[i:i + batch_size])
-                       for i in range(0, n, batch_size))
+            batches = (_take(inputs, slice(i, i + batch_size))
+                       for i in range(0, _batch_size(inputs), batch_size))
         else:
             batches = (b[0] if isinstance(b, tuple) else b for b in inputs)
         outputs = []

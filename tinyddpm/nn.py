@@ -14,7 +14,7 @@ import numpy as np
 
 from . import functional as F
 from . import ops, symbolic
-from .tensor import Tensor, is_grad_enabled
+from .tensor import Tensor, as_tensor, is_grad_enabled
 
 _rng = np.random.default_rng()
 
@@ -275,12 +275,8 @@ class Module:
         if len(weights) != len(own):
             raise ValueError(f"{self._label()}: set_weights needs {len(own)} arrays, got "
                              f"{len(weights)}")
-        state = self.state_dict()
-        for (name, w), new in zip(own, weights):
-            if np.shape(new) != np.shape(getattr(w, "data", w)):
-                raise ValueError(f"{self._label()}: set_weights: {name} has shape "
-                                 f"{np.shape(getattr(w, 'data', w))}, got {np.shape(new)}")
-            state[name] = np.asarray(new)
+        state = self.state_dict()  # load_state_dict checks each shape, naming the weight
+        state.update((name, np.asarray(new)) for (name, _), new in zip(own, weights))
         self.load_state_dict(state)
 
     def _named_weights(self):
@@ -498,7 +494,7 @@ class Activation(Module):
         self.built = True
 
     def forward(self, x):
-        x = x if isinstance(x, Tensor) else Tensor(x)
+        x = as_tensor(x)
         return _activate(x, self.activation)
 
 
@@ -776,7 +772,7 @@ class Flatten(Module):
         self.built = True
 
     def forward(self, x):
-        x = x if isinstance(x, Tensor) else Tensor(x)
+        x = as_tensor(x)
         return ops.reshape(x, (x.shape[0], -1))
 
 
@@ -789,7 +785,7 @@ class Reshape(Module):
         self.built = True
 
     def forward(self, x):
-        x = x if isinstance(x, Tensor) else Tensor(x)
+        x = as_tensor(x)
         try:
             return ops.reshape(x, (x.shape[0], *self.target_shape))
         except ValueError:
@@ -810,7 +806,7 @@ class Dropout(Module):
         self.rng = np.random.default_rng(seed) if seed is not None else None
 
     def forward(self, x):
-        x = x if isinstance(x, Tensor) else Tensor(x)
+        x = as_tensor(x)
         if not self.training or self.rate == 0:
             return x
         rng = self.rng or _rng

@@ -67,8 +67,8 @@ def _data(value):
 
 
 def _tensor(x):
-    from .tensor import Tensor
-    return x if isinstance(x, Tensor) else Tensor(x)
+    from .tensor import as_tensor
+    return as_tensor(x)
 
 
 def _getitem(x, index): return _tensor(x)[index]

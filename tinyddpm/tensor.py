@@ -225,6 +225,11 @@ def _topological_order(root):
     return order
 
 
+def as_tensor(x):
+    """``x`` itself if it is a Tensor, else a Tensor holding it (no gradient)."""
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
 def tensor(data, requires_grad=False, dtype=None):
     """Shorthand for ``Tensor(data, requires_grad, dtype)``."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)

@@ -8,7 +8,7 @@ from ..nn import (Activation, BatchNormalization, Conv2D, Conv2DTranspose, Cropp
                   Dense, Dropout, Embedding, Flatten, GroupNormalization, MaxPooling2D, Module,
                   Reshape, SeparableConv2D, UpSampling2D, ZeroPadding2D, _takes_training)
 from ..symbolic import Input, SymbolicTensor  # noqa: F401
-from ..tensor import Tensor
+from ..tensor import as_tensor
 
 
 def _shape(x):
@@ -77,7 +77,7 @@ class Add(Layer):
     """The sum of a list of inputs of one shape (Keras' ``Add``)."""
 
     def call(self, inputs):
-        total = inputs[0] if isinstance(inputs[0], Tensor) else Tensor(inputs[0])
+        total = as_tensor(inputs[0])
         for x in inputs[1:]:
             total = total + x
         return total
@@ -91,8 +91,7 @@ class Concatenate(Layer):
         self.axis = int(axis)
 
     def call(self, inputs):
-        return ops.concatenate([x if isinstance(x, Tensor) else Tensor(x) for x in inputs],
-                               axis=self.axis)
+        return ops.concatenate([as_tensor(x) for x in inputs], axis=self.axis)
 
 
 def add(inputs, **kwargs):
