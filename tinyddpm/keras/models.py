@@ -48,19 +48,22 @@ class Model(_model.Model):
         if missing:
             raise ValueError(f"Model: the outputs depend on an Input that is not among the "
                              f"inputs: {missing[0]!r}")
-        taken = set()
         for t in order:
             if isinstance(t.fn, Module) and not any(t.fn is m for m in self._modules.values()):
-                base = t.fn.name or _snake(type(t.fn).__name__)
-                name, k = base, 0
-                while name in taken or hasattr(type(self), name) or name in self.__dict__:
-                    k += 1
-                    name = f"{base}_{k}"
-                taken.add(name)
-                setattr(self, name, t.fn)
+                self._add_layer(t.fn)
         single = not isinstance(outputs, (list, tuple))
         object.__setattr__(self, "_graph", (ins, outs, order, single))
         self.built = True
+
+    def _add_layer(self, layer):
+        """Register ``layer`` under its name (Keras' default from its class), with a suffix
+        where the name is taken, by a layer or by an attribute of the model."""
+        base = layer.name or _snake(type(layer).__name__)
+        name, k = base, 0
+        while name in self.__dict__ or name in self._modules or hasattr(type(self), name):
+            k += 1
+            name = f"{base}_{k}"
+        setattr(self, name, layer)
 
     def forward(self, inputs, *args, **kwargs):
         if self._graph is None:
@@ -148,12 +151,7 @@ class Sequential(Model):
             return
         if not isinstance(layer, Module):
             raise TypeError(f"Sequential.add: expected a layer, got {type(layer).__name__}")
-        base = layer.name or _snake(type(layer).__name__)
-        name, k = base, 0
-        while name in self._modules or hasattr(type(self), name) or name in self.__dict__:
-            k += 1
-            name = f"{base}_{k}"
-        setattr(self, name, layer)
+        self._add_layer(layer)
         if self._input is not None:  # build now, as Keras does with a known input shape
             x = self._input
             for m in self._modules.values():
