@@ -100,8 +100,14 @@ def test_model_input_errors():
         model({"X_noisy": x, "time": np.array([1, 2, 3])})
     with pytest.raises(ValueError, match="0..4000"):
         model({"X_noisy": x, "time": np.array([1, 4001])})
-    with pytest.raises(ValueError, match=r"ZeroPadding2D 'pad'.*received \(2, 28, 28\)"):
+    with pytest.raises(ValueError, match=r"'X_noisy' must have shape \(N, 28, 28, 1\), "
+                       r"received \(2, 28, 28\)"):
         model({"X_noisy": x[..., 0], "time": np.array([1, 2])})
+    with pytest.raises(ValueError, match=r"'X_noisy' must have shape \(N, 28, 28, 1\), "
+                       r"received \(2, 32, 32, 1\)"):
+        model({"X_noisy": np.zeros((2, 32, 32, 1), np.float32), "time": np.array([1, 2])})
+    with pytest.raises(ValueError, match="'time' must hold whole numbers"):
+        model({"X_noisy": x, "time": np.array([1.5, 2.0])})
 
 
 # ---- training --------------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ class Huber:
     """Huber loss: quadratic for errors below ``delta``, linear above (robust to outliers)."""
 
     def __init__(self, delta=1.0):
+        if isinstance(delta, bool) or not isinstance(delta, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(delta) or delta <= 0:
+            raise ValueError(f"Huber: delta must be a finite number > 0, got {delta!r}")
         self.delta = float(delta)
 
     def __call__(self, y_true, y_pred):

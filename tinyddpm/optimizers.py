@@ -15,6 +15,8 @@ class Optimizer:
     slot_names = ()
 
     def __init__(self, learning_rate=1e-3, clipnorm=None, global_clipnorm=None):
+        if not callable(learning_rate):
+            _check_number(self, "learning_rate", learning_rate, 0, None)
         self.learning_rate = learning_rate if callable(learning_rate) else float(learning_rate)
         for name, value in (("clipnorm", clipnorm), ("global_clipnorm", global_clipnorm)):
             if value is not None and not value > 0:
@@ -85,7 +87,14 @@ class Optimizer:
         return state
 
     def load_state_dict(self, state, params=None):
-        self.iterations = int(state["iterations"])
+        iterations = np.asarray(state["iterations"])
+        if iterations.shape != () or iterations.dtype.kind not in "iu" or iterations < 0:
+            raise ValueError(f"iterations must be a whole number >= 0, got {iterations!r}")
+        if "learning_rate" in state:
+            rate = np.asarray(state["learning_rate"])
+            if rate.shape != () or not np.isfinite(rate) or rate < 0:
+                raise ValueError(f"learning_rate must be a finite number >= 0, got {rate!r}")
+        self.iterations = int(iterations)
         if "learning_rate" in state and not callable(self.learning_rate):
             self.learning_rate = float(state["learning_rate"])
         if not self.slot_names:
@@ -104,12 +113,31 @@ class Optimizer:
                                          f"slot {name}/{i} vs parameter of shape {p.data.shape}")
 
 
+def _check_number(optimizer, name, value, low, high, high_open=False):
+    """A finite real number in [low, high] (``high_open``: [low, high)), or a ValueError naming
+    the optimizer and the argument."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and np.isfinite(value) and value >= low and (
+            high is None or (value < high if high_open else value <= high))
+    if not ok:
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{type(optimizer).__name__}: {name} must be a finite number {bounds}, "
+                         f"got {value!r}")
+
+
+def _check_moments(optimizer, beta_1, beta_2, epsilon):
+    _check_number(optimizer, "beta_1", beta_1, 0, 1, high_open=True)
+    _check_number(optimizer, "beta_2", beta_2, 0, 1, high_open=True)
+    _check_number(optimizer, "epsilon", epsilon, 0, None)
+
+
 class SGD(Optimizer):
     """v <- momentum v - lr g;  var <- var + v  (Nesterov: var <- var + momentum v - lr g)."""
     slot_names = ("velocity",)
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **clipping):
         super().__init__(learning_rate, **clipping)
+        _check_number(self, "momentum", momentum, 0, 1)
         self.momentum, self.nesterov = float(momentum), nesterov
 
     def _update(self, var, grad, velocity):
@@ -129,6 +157,7 @@ class Adam(Optimizer):
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **clipping):
         super().__init__(learning_rate, **clipping)
+        _check_moments(self, beta_1, beta_2, epsilon)
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
 
     def _begin_step(self):
@@ -157,6 +186,7 @@ class Nadam(Optimizer):
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
                  legacy_schedule=False, **clipping):
         super().__init__(learning_rate, **clipping)
+        _check_moments(self, beta_1, beta_2, epsilon)
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.legacy_schedule = legacy_schedule
 

@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["variance_schedule", "linear_schedule"]
+__all__ = ["variance_schedule", "linear_schedule", "schedule_spec"]
 
 
 def _check_T(T):
@@ -135,3 +135,38 @@ def linear_schedule(T, beta_start=1e-4, beta_end=0.02):
                          f"use T > {1000 * beta_end:g} or a smaller beta_end")
     beta = np.linspace(scale * beta_start, scale * beta_end, T, dtype=np.float64)
     return _from_alpha(1 - beta)
+
+
+_DEFAULTS = {"cosine": {"s": 0.008, "max_beta": 0.999},
+             "linear": {"beta_start": 1e-4, "beta_end": 0.02}}
+SCHEDULES = {"cosine": variance_schedule, "linear": linear_schedule}
+
+
+def schedule_spec(spec=None):
+    """A schedule's full description, as a model's config and checkpoint record it:
+    ``{"kind": "cosine", "s": 0.008, "max_beta": 0.999}`` (the default, the slides') or
+    ``{"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02}``. ``spec`` may be None (the
+    default), a kind's name, or a dict with some of the fields (the others take their defaults).
+    The number of steps T is the model's own ``config["T"]``.
+
+    Raises
+    ------
+    ValueError
+        An unknown kind or field, or a value the schedule function refuses.
+    """
+    if spec is None:
+        spec = {"kind": "cosine"}
+    elif isinstance(spec, str):
+        spec = {"kind": spec}
+    if not isinstance(spec, dict):
+        raise TypeError(f"schedule must be None, 'cosine', 'linear' or a dict, got {spec!r}")
+    kind = spec.get("kind", "cosine")
+    if kind not in _DEFAULTS:
+        raise ValueError(f"schedule kind must be one of {sorted(_DEFAULTS)}, got {kind!r}")
+    unknown = sorted(set(spec) - {"kind"} - set(_DEFAULTS[kind]))
+    if unknown:
+        raise ValueError(f"the {kind} schedule takes {sorted(_DEFAULTS[kind])}, got {unknown}")
+    full = {"kind": kind, **{k: _check_real(k, spec.get(k, v)) for k, v in
+                             _DEFAULTS[kind].items()}}
+    SCHEDULES[kind](10_000, **{k: v for k, v in full.items() if k != "kind"})  # checks values
+    return full

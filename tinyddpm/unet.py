@@ -9,6 +9,7 @@ import numpy as np
 
 from . import nn, ops
 from .model import Model
+from .schedule import schedule_spec
 
 
 class DownBlock(nn.Module):
@@ -81,9 +82,10 @@ class DiffusionUNet(Model):
     """The book's U-Net; see ``../DESIGN.md`` "The reference model"."""
 
     def __init__(self, T=4000, embed_size=64, widths=(32, 64, 128), image_shape=(28, 28, 1),
-                 num_classes=None):
+                 num_classes=None, schedule=None):
         super().__init__()
-        self.config = {"T": int(T), "embed_size": int(embed_size), "widths": list(widths)}
+        self.config = {"T": int(T), "embed_size": int(embed_size), "widths": list(widths),
+                       "schedule": schedule_spec(schedule)}  # the model owns its schedule
         self.image_shape = tuple(int(v) for v in image_shape)
         # options beyond the book enter the config only when used (the book's config unchanged)
         if self.image_shape != (28, 28, 1):
@@ -117,7 +119,7 @@ class DiffusionUNet(Model):
         return self.num_classes is not None
 
     def forward(self, inputs):
-        x, time, label = _unpack(inputs, self.num_classes)
+        x, time, label = _unpack(inputs, self.image_shape, self.config["T"], self.num_classes)
         time_enc = self.time_encoding(time)
         if label is not None:
             time_enc = time_enc + self.class_embedding(label)
@@ -150,25 +152,47 @@ def _pad_and_crop(hw, depth):
     return tuple(pad), tuple(crop)
 
 
-def _unpack(inputs, num_classes=None):
+def _unpack(inputs, image_shape, T, num_classes=None):
+    """The model's inputs, checked: X_noisy (N, *image_shape) floats, time (N,) whole numbers
+    in 0..T, label (N,) in 0..num_classes (num_classes = "no class")."""
     keys = {"X_noisy", "time"} | ({"label"} if num_classes is not None else set())
+    shape = ", ".join(map(str, image_shape))
     if not isinstance(inputs, dict) or set(inputs) != keys:
         got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
         label = (f", 'label': (N,) int in 0..{num_classes} ({num_classes} = no class)"
                  if num_classes is not None else "")
-        raise ValueError(f"the diffusion model takes {{'X_noisy': (N, H, W, C) float32, "
+        raise ValueError(f"the diffusion model takes {{'X_noisy': (N, {shape}) float32, "
                          f"'time': (N,) int{label}}}, received {got}")
-    x, time = inputs["X_noisy"], np.asarray(inputs["time"])
-    n = np.shape(x.data if hasattr(x, "data") else x)[0]
-    for name in sorted(keys - {"X_noisy"}):
-        if np.shape(inputs[name]) != (n,):
+    x = inputs["X_noisy"]
+    x_shape = np.shape(x.data if hasattr(x, "data") else x)
+    if len(x_shape) != 4 or tuple(x_shape[1:]) != tuple(image_shape):
+        raise ValueError(f"the diffusion model: 'X_noisy' must have shape (N, {shape}), "
+                         f"received {tuple(x_shape)}")
+    n = x_shape[0]
+    checked = {}
+    for name, high in (("time", T), ("label", num_classes)):
+        if name not in keys:
+            continue
+        value = np.asarray(inputs[name].data if hasattr(inputs[name], "data") else inputs[name])
+        if value.shape != (n,):
             raise ValueError(f"the diffusion model: {name!r} must have shape ({n},) to match "
-                             f"X_noisy, received {np.shape(inputs[name])}")
-    return x, time, (np.asarray(inputs["label"]) if num_classes is not None else None)
+                             f"X_noisy, received {value.shape}")
+        if not np.issubdtype(value.dtype, np.integer):
+            raise ValueError(f"the diffusion model: {name!r} must hold whole numbers, received "
+                             f"dtype {value.dtype}")
+        if n and (value.min() < 0 or value.max() > high):
+            raise ValueError(f"the diffusion model: {name!r} must lie in 0..{high}, received "
+                             f"values in {value.min()}..{value.max()}")
+        checked[name] = value
+    return x, checked["time"], checked.get("label")
 
 
-def build_diffusion_model(T=4000, embed_size=64, seed=None, num_classes=None):
+def build_diffusion_model(T=4000, embed_size=64, seed=None, num_classes=None, schedule=None):
     """The slide's ``build_diffusion_model()``: the book's U-Net, built (weights created).
+
+    ``T`` and ``schedule`` (None: the slides' cosine schedule; see
+    :func:`~tinyddpm.schedule.schedule_spec`) are recorded in ``model.config`` and its
+    checkpoints: the samplers use them, and ``fit`` refuses data prepared with another schedule.
 
     ``num_classes=10``: the class-conditional variant for classifier-free guidance (a learned
     class embedding, plus a "no class" entry, added to the time encoding; inputs gain a
@@ -176,7 +200,7 @@ def build_diffusion_model(T=4000, embed_size=64, seed=None, num_classes=None):
     """
     if seed is not None:
         nn.set_seed(seed)
-    model = DiffusionUNet(T, embed_size, num_classes=num_classes)
+    model = DiffusionUNet(T, embed_size, num_classes=num_classes, schedule=schedule)
     model(dummy_inputs(model))  # build, in inference mode (a Model's default, as in Keras)
     return model
 
