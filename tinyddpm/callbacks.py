@@ -13,6 +13,7 @@ training at the end of the current batch. ``self.params`` holds ``epochs``, ``st
 from __future__ import annotations
 
 import math
+import os
 import re
 
 from .checkpoint import save_checkpoint
@@ -110,6 +111,10 @@ class ModelCheckpoint(Callback):
     monitor missing from the logs is an error, not a silent fallback. ``save_on_interrupt=True``
     also saves the exact mid-epoch state on Ctrl-C, for ``--resume`` (use it on a plain path that
     is not ``save_best_only``). ``extra`` (a dict, e.g. the data seed) is stored in the header.
+    A plain path is locked while training (``<path>.lock``): another process training into the
+    same file gets a :class:`~tinyddpm._files.LockedError` at its start, not a lost run. Every
+    save is atomic; one that fails raises :class:`~tinyddpm._files.WriteError` (the previous file
+    is kept).
     """
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, save_on_interrupt=False,
@@ -125,8 +130,22 @@ class ModelCheckpoint(Callback):
                              "mid-epoch state has no epoch logs to fill it in)")
 
     def on_train_begin(self, logs=None):
+        from ._files import FileLock, check_output
+
         if self.save_best_only:
             _check_validation(self)
+        folder = os.path.dirname(os.path.abspath(self.filepath))
+        if "{" not in folder:  # before any training: the file can be written there
+            os.makedirs(folder, exist_ok=True)  # as Keras' ModelCheckpoint does
+            check_output(os.path.join(folder, "x.npz") if "{" in self.filepath else
+                         self.filepath, "ModelCheckpoint(filepath)")
+        if "{" not in self.filepath:  # one file: no other process may write it meanwhile
+            self._lock = FileLock(self.filepath).acquire("another process's ModelCheckpoint")
+
+    def on_train_end(self, logs=None):
+        lock = self.__dict__.pop("_lock", None)
+        if lock is not None:
+            lock.release()
 
     def _path(self, epoch, logs):
         try:

@@ -1,21 +1,25 @@
 """Checkpoints: one ``.npz`` file, no pickle, written atomically.
 
 Inside: ``weights/<name>`` (parameters and BatchNorm statistics), ``optimizer/<key>`` (step count
-and moments), ``ema/<key>`` (the moving average of the weights, if kept) and ``header``, a JSON string: format tag, library version, model config, the
-schedule's T, epoch and batch reached, history, the data seed and the RNG state. It is written to
-a temporary file in the same folder, flushed to disk, then renamed over the target, so a crash
-never leaves a half-written checkpoint. Loading uses ``allow_pickle=False``: it never runs code.
+and moments), ``ema/<key>`` (the moving average of the weights, if kept) and ``header``, a JSON
+string: format tag, library version, model config (with its schedule: kind, T and parameters),
+epoch and batch reached, the batch size, history, and what the trainer adds (the command line's
+data seed and run options). It is written atomically (:func:`tinyddpm._files.atomic_write`), so a
+crash or a full disk never leaves a half-written checkpoint nor destroys the previous one. Loading
+uses ``allow_pickle=False`` (it never runs code) and validates every header field and array.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from . import __version__
+from ._files import WriteError, atomic_write  # noqa: F401 (WriteError: what a save raises)
+from .schedule import schedule_spec
 
 FORMAT = "tinyddpm-checkpoint"
 FORMAT_VERSION = 1
@@ -26,7 +30,14 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path, model, optimizer=None, extra=None):
-    """Write ``model`` (and ``optimizer``) to ``path`` atomically. ``extra`` joins the header."""
+    """Write ``model`` (and ``optimizer``) to ``path`` atomically. ``extra`` joins the header.
+
+    Raises
+    ------
+    WriteError
+        The file could not be written (disk full, permission): the message names it and says
+        why; a previous file at ``path`` is unchanged.
+    """
     path = os.fspath(path)
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
@@ -37,6 +48,8 @@ def save_checkpoint(path, model, optimizer=None, extra=None):
         "partial_samples": int(getattr(model, "_partial_samples", 0)),
         "history": getattr(getattr(model, "run_history", None), "history", {}),
         "optimizer_class": type(optimizer).__name__ if optimizer is not None else None,
+        **({"batch_size": model.batch_size_trained} if getattr(model, "batch_size_trained", None)
+           else {}),
         **(extra or {}),
     }
     arrays = {f"weights/{k}": v for k, v in model.state_dict().items()}
@@ -45,34 +58,25 @@ def save_checkpoint(path, model, optimizer=None, extra=None):
     if getattr(model, "ema", None) is not None:
         arrays.update({f"ema/{k}": v for k, v in model.ema.state_dict().items()})
     arrays["header"] = np.array(json.dumps(header))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def read_checkpoint(path):
-    """(header, weights, optimizer state, EMA state) dicts from a checkpoint file, validated."""
+    """(header, weights, optimizer state, EMA state) dicts from a checkpoint file, validated:
+    every header field has its type and range, every array is numeric and finite, weights and
+    averages are floats.
+
+    Raises
+    ------
+    CheckpointError
+        The file is missing, not a checkpoint, damaged, or holds a field or an array that is
+        wrong; the message names the file and the field.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a folder; give the .npz file in it")
     try:
         with open(path, "rb") as f:
             if f.read(2) != b"PK":  # every .npz is a zip archive
@@ -97,10 +101,138 @@ def read_checkpoint(path):
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is not a tinyddpm checkpoint (format tag "
                               f"{header.get('format') if isinstance(header, dict) else header!r})")
-    if header.get("format_version", 0) > FORMAT_VERSION:
+    _check_header(path, header)
+    for group, arrays, floats in (("weights", weights, True), ("optimizer", opt, False),
+                                  ("ema", ema, True)):
+        for key, value in arrays.items():
+            _check_array(path, f"{group}/{key}", value, floats and key not in ("steps", "decay"))
+    for name, value, ok, expected in (
+            ("optimizer/iterations", opt.get("iterations"), _whole_array, "a whole number >= 0"),
+            ("optimizer/learning_rate", opt.get("learning_rate"), lambda v: v.shape == () and
+             v >= 0, "a number >= 0"),
+            ("ema/steps", ema.get("steps"), _whole_array, "a whole number >= 0"),
+            ("ema/decay", ema.get("decay"), lambda v: v.shape == () and 0 < v < 1,
+             "a number in (0, 1)")):
+        if value is not None and not ok(value):
+            raise CheckpointError(f"{path!r}: {name} must be {expected}, got {value!r}; the "
+                                  "file is damaged or was edited")
+    return header, weights, opt, ema
+
+
+def _whole_array(value):
+    return value.shape == () and value.dtype.kind in "iu" and value >= 0
+
+
+def _check_header(path, header):
+    """Every field tinyddpm reads from a header, of its type and in its range."""
+    def fail(field, expected):
+        raise CheckpointError(f"{path!r}: the header field {field!r} must be {expected}, got "
+                              f"{header[field]!r}; the file is damaged or was edited")
+
+    def whole(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value)
+
+    version = header.get("format_version", 0)
+    if not whole(version):
+        fail("format_version", "a whole number")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path!r} was written by a newer tinyddpm "
                               f"({header.get('library_version')}); upgrade to read it")
-    return header, weights, opt, ema
+    checks = {"epoch": (whole, "a whole number >= 0"),
+              "step_in_epoch": (whole, "a whole number >= 0"),
+              "partial_samples": (whole, "a whole number >= 0"),
+              "data_seed": (whole, "a whole number >= 0"),
+              "batch_size": (lambda v: whole(v) and v >= 1, "a whole number >= 1"),
+              "partial_loss_sum": (number, "a finite number"),
+              "best": (lambda v: v is None or number(v), "a finite number or null"),
+              "config": (lambda v: v is None or isinstance(v, dict), "a JSON object"),
+              "run": (lambda v: isinstance(v, dict), "a JSON object"),
+              "model_class": (lambda v: isinstance(v, str), "a string"),
+              "history": (lambda v: isinstance(v, dict) and all(
+                  isinstance(k, str) and isinstance(x, list) and
+                  all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in x)
+                  for k, x in v.items()), "an object of lists of numbers")}
+    for field, (ok, expected) in checks.items():
+        if field in header and not ok(header[field]):
+            fail(field, expected)
+    config = header.get("config") or {}
+    if "T" in config and not (whole(config["T"]) and config["T"] >= 1):
+        raise CheckpointError(f"{path!r}: the config's T must be a whole number >= 1, got "
+                              f"{config['T']!r}")
+    try:
+        schedule_spec(config.get("schedule"))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path!r}: the config's schedule is not valid: {e}") from None
+
+
+def _check_array(path, name, value, floats):
+    if value.dtype.kind not in ("f" if floats else "fiub"):
+        raise CheckpointError(f"{path!r}: {name} has dtype {value.dtype}, not "
+                              f"{'a float' if floats else 'a number'} type; the file is damaged "
+                              "or was not written by tinyddpm")
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise CheckpointError(f"{path!r}: {name} holds NaN or infinite values, so the model "
+                              "cannot be used; load an earlier checkpoint (e.g. the .best.npz "
+                              "beside it)")
+
+
+def _normalized(config):
+    """A config with the fields of later versions filled in as they were then: a model config
+    without "schedule" was trained with the cosine schedule."""
+    if not isinstance(config, dict):
+        return config
+    out = {k: _normalized(v) for k, v in config.items()}
+    if "schedule" not in out and ("embed_size" in out or out.get("latent")):
+        out["schedule"] = schedule_spec(None)
+    return out
+
+
+KINDS = {
+    "book": ("the book's U-Net", "python -m tinyddpm train --resume --checkpoint {path}",
+             "python -m tinyddpm sample --checkpoint {path}"),
+    "conditional": ("a class-conditional U-Net",
+                    "python -m tinyddpm train --resume --checkpoint {path}",
+                    "python -m tinyddpm sample --checkpoint {path} --class all"),
+    "latent": ("a latent diffusion model (from `train-latent`)",
+               "python -m tinyddpm train-latent --resume --checkpoint {path}",
+               "python -m tinyddpm sample --checkpoint {path}"),
+    "autoencoder": ("the autoencoder of a latent diffusion run (phase 1 of `train-latent`)",
+                    "python -m tinyddpm train-latent --resume --checkpoint {run}",
+                    "(an autoencoder alone generates nothing: sample the latent model, "
+                    "{run}, once `train-latent` has made it)"),
+}
+
+
+def checkpoint_kind(header):
+    """Which model a checkpoint holds: "book", "conditional", "latent", "autoencoder" (phase 1
+    of ``train-latent``) or "other" (a model saved from Python)."""
+    config = header.get("config") or {}
+    if config.get("latent"):
+        return "latent"
+    if header.get("model_class") == "Autoencoder":
+        return "autoencoder"
+    if header.get("model_class") == "DiffusionUNet":
+        return "conditional" if config.get("num_classes") else "book"
+    return "other"
+
+
+def describe_kind(path, header):
+    """'holds <what it is>: <the command that takes it>' for messages about a file of the wrong
+    kind."""
+    kind = checkpoint_kind(header)
+    path = os.fspath(path)
+    if kind == "other":
+        return (f"holds a {header.get('model_class', 'model')} saved from Python, which the "
+                "command line does not train or sample; load it with load_checkpoint(path, "
+                "model) or keras.models.load_model(path)")
+    what, train, sample = KINDS[kind]
+    run = path.replace(".autoencoder.npz", ".npz")
+    return (f"holds {what}: continue its training with `{train.format(path=path, run=run)}`, "
+            f"sample it with `{sample.format(path=path, run=run)}`")
 
 
 def load_checkpoint(path, model, optimizer=None):
@@ -112,9 +244,16 @@ def load_checkpoint(path, model, optimizer=None):
 
     header, weights, opt, ema = read_checkpoint(path)
     config = getattr(model, "config", {})
-    if header.get("config") and config and header["config"] != config:
+    if header.get("config") and config and _normalized(header["config"]) != _normalized(config):
         raise CheckpointError(f"{path!r} holds a model with config {header['config']}, but this "
                               f"model has {config}")
+    own = {**{k: p.dtype for k, p in model.named_parameters()},
+           **{k: np.asarray(b).dtype for k, b in model.named_buffers()}}
+    for key, value in weights.items():
+        if key in own and value.dtype != own[key]:
+            raise CheckpointError(f"{path!r}: weights/{key} is {value.dtype}, but this model's "
+                                  f"weights are {own[key]}; the file is damaged or was not "
+                                  "written by tinyddpm")
     try:
         model.load_state_dict(weights)
     except ValueError as e:
@@ -123,19 +262,24 @@ def load_checkpoint(path, model, optimizer=None):
         try:
             trained = [p for _, p in model.named_trainable_parameters()]
             optimizer.load_state_dict(opt, params=trained)
-        except (ValueError, KeyError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{path!r}: optimizer state does not fit: {e}") from None
     if ema and hasattr(model, "ema"):
         from .model import ExponentialMovingAverage
 
-        model.ema = model.ema or ExponentialMovingAverage(float(ema["decay"]))
-        model.ema.load_state_dict(ema)
+        try:
+            model.ema = model.ema or ExponentialMovingAverage(float(ema["decay"]))
+            model.ema.load_state_dict(ema)
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path!r}: the moving average of the weights is not valid: "
+                                  f"{e}") from None
     if hasattr(model, "epoch"):
         model.epoch = header.get("epoch", 0)
         model.step_in_epoch = header.get("step_in_epoch", 0)
         model._partial_loss_sum = header.get("partial_loss_sum", 0.0)
         # files from before the batch-size weighting: sum of batch losses, one "sample" a batch
         model._partial_samples = header.get("partial_samples", model.step_in_epoch)
+        model.batch_size_trained = header.get("batch_size")
         model.run_history = History(header.get("history"))
         model.history = History(header.get("history"))
     return header

@@ -15,11 +15,12 @@ Where the files are looked for, in order:
 3. ``/usr/share/datasets/fashion-mnist`` (the ``dataset-fashion-mnist`` package);
 4. ``~/.keras/datasets/fashion-mnist`` (where Keras downloads it).
 
-A folder counts only if it holds all four files (each either gzipped or raw). When no folder
-does, the loader falls back to a small subset shipped with the package (4,000 training and
+A folder counts only if it holds all four files (each either gzipped or raw). A default place
+(3, 4) that cannot be read (permissions) is skipped with a one-line notice; damaged files there
+are an error that names the file and the fix. When no
+folder does, the loader falls back to a small subset shipped with the package (4,000 training and
 1,000 test images) and says so in one line on stderr.
 """
-import argparse
 import gzip
 import math
 import os
@@ -125,14 +126,18 @@ def read_idx(path):
     return _parse_idx(raw, path)
 
 
+class _Unreadable(DataError):
+    """A data file that exists but cannot be read (permissions)."""
+
+
 def _read_bytes(path):
     try:
         return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file. Check the path, or {REINSTALL_HINT}.") from None
     except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}). "
-                        "Check that it is a readable file.") from exc
+        raise _Unreadable(f"{path}: cannot be read ({exc.strerror or exc}). "
+                          "Check that it is a readable file.") from exc
 
 
 def _gunzip(raw, path):
@@ -177,7 +182,8 @@ def _parse_idx(raw, path):
 # --------------------------------------------------------------------------- locating the data
 
 def _data_files(directory):
-    """The four files in ``directory`` (role -> Path), or None unless all four exist."""
+    """The four files in ``directory`` (role -> Path), or None unless all four exist. A folder
+    that cannot be read raises OSError."""
     files = {}
     for role, name in FILE_NAMES.items():
         found = [directory / n for n in (name, name + ".gz") if (directory / n).is_file()]
@@ -189,7 +195,12 @@ def _data_files(directory):
 
 def _require_data(directory, origin):
     directory = Path(directory).expanduser()
-    if _data_files(directory) is None:
+    try:
+        files = _data_files(directory)
+    except OSError as exc:
+        raise DataError(f"{origin}: {directory} cannot be read ({exc.strerror or exc}); check "
+                        "its permissions, or point to another folder") from None
+    if files is None:
         expected = ", ".join(f"{n}[.gz]" for n in FILE_NAMES.values())
         raise DataError(f"{origin}: {directory} does not hold the Fashion-MNIST files "
                         f"(expected {expected}). Point it at the right folder, or install "
@@ -213,11 +224,27 @@ def find_fashion_mnist(data_dir=None):
     env = os.environ.get("TINYDDPM_DATA")
     if env:
         return _require_data(env, f"TINYDDPM_DATA={env!r}")
+    for directory in _default_places():
+        return directory
+    return None
+
+
+def _default_places():
+    """The folders of :data:`SEARCH_DIRS` that hold the four files, in order. One that cannot
+    be read (no permission) is skipped with a notice: the user never named it."""
     for candidate in SEARCH_DIRS:
         directory = Path(candidate).expanduser()
-        if _data_files(directory) is not None:
-            return directory
-    return None
+        try:
+            found = _data_files(directory) is not None
+        except OSError as exc:
+            _skip_notice(directory, exc.strerror or exc)
+            continue
+        if found:
+            yield directory
+
+
+def _skip_notice(directory, why):
+    print(f"tinyddpm: skipped {directory} ({why}); looking further", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- loading
@@ -243,13 +270,21 @@ def load_fashion_mnist(data_dir=None):
     DataError
         When a file found is corrupt, or an explicit location lacks the files.
     """
-    directory = find_fashion_mnist(data_dir)
-    if directory is None:
-        (X_train, y_train), (X_test, y_test) = load_subset()
-        print(f"tinyddpm: Fashion-MNIST not found, using the embedded subset of "
-              f"{len(X_train) + len(X_test):,} images ({len(X_train):,} train, "
-              f"{len(X_test):,} test); for the full 70,000: {INSTALL_HINT}.", file=sys.stderr)
-        return (X_train, y_train), (X_test, y_test)
+    if data_dir is not None or os.environ.get("TINYDDPM_DATA"):
+        return _load_folder(find_fashion_mnist(data_dir))
+    for directory in _default_places():
+        try:
+            return _load_folder(directory)
+        except _Unreadable as exc:  # a default place the user never named: go on, say why
+            _skip_notice(directory, exc)  # (damaged files there are an error: reinstall them)
+    (X_train, y_train), (X_test, y_test) = load_subset()
+    print(f"tinyddpm: Fashion-MNIST not found, using the embedded subset of "
+          f"{len(X_train) + len(X_test):,} images ({len(X_train):,} train, "
+          f"{len(X_test):,} test); for the full 70,000: {INSTALL_HINT}.", file=sys.stderr)
+    return (X_train, y_train), (X_test, y_test)
+
+
+def _load_folder(directory):
     files = _data_files(directory)
     train = _load_pair(files["train_images"], files["train_labels"])
     test = _load_pair(files["test_images"], files["test_labels"])
@@ -360,13 +395,12 @@ def make_subset(data_dir=None, out=SUBSET_PATH, n_train=4000, n_test=1000, n_val
     rng = np.random.default_rng(seed)
     train_index = _balanced_choice(y_train[:len(y_train) - n_valid], n_train, rng)
     test_index = _balanced_choice(y_test, n_test, rng)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, X_train=X_train[train_index], y_train=y_train[train_index],
-                        X_test=X_test[test_index], y_test=y_test[test_index],
-                        train_index=train_index.astype(np.int32),
-                        test_index=test_index.astype(np.int32))
-    return out
+    from ._files import atomic_write
+
+    arrays = dict(X_train=X_train[train_index], y_train=y_train[train_index],
+                  X_test=X_test[test_index], y_test=y_test[test_index],
+                  train_index=train_index.astype(np.int32), test_index=test_index.astype(np.int32))
+    return Path(atomic_write(out, lambda f: np.savez_compressed(f, **arrays)))
 
 
 def _balanced_choice(labels, n, rng):
@@ -377,13 +411,16 @@ def _balanced_choice(labels, n, rng):
 
 
 def _main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinyddpm.data",
-                                     description="Fashion-MNIST utilities.")
+    from ._cli import parser as new_parser, whole_number
+
+    parser = new_parser("python -m tinyddpm.data", "Fashion-MNIST utilities: where the data is "
+                        "found, and (--make-subset) the embedded subset.")
     parser.add_argument("--make-subset", action="store_true",
                         help="build the embedded subset from the full data")
     parser.add_argument("--data-dir", help="folder with the four IDX files")
     parser.add_argument("--out", default=str(SUBSET_PATH), help="where to write the subset")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=42,
+                        help="seed of the subset's balanced draw")
     args = parser.parse_args(argv)
     if args.make_subset:
         out = make_subset(args.data_dir, args.out, seed=args.seed)

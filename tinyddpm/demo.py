@@ -69,7 +69,15 @@ def main(argv=None):
     from tinyddpm import metrics, plotting
     from tinyddpm.diffusion import get_schedule
 
-    os.makedirs(args.out, exist_ok=True)
+    from tinyddpm._files import check_output
+
+    try:  # before any work: the output folder exists (or is made) and takes files
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise ValueError(f"--out {args.out!r} is a file; give a folder for the figures")
+        os.makedirs(args.out, exist_ok=True)
+        check_output(os.path.join(args.out, "samples.png"), "--out")
+    except (OSError, ValueError) as e:
+        parser.error(str(e))
     out = lambda name: os.path.join(args.out, name)  # noqa: E731
     T = 4000
     alpha, alpha_cumprod, beta = get_schedule(T)

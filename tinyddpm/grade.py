@@ -388,13 +388,16 @@ def write_csv(reports, path, assignment):
     total, out_of."""
     if not isinstance(assignment, Assignment):
         assignment = find_assignment(assignment)
-    with open(path, "w", newline="") as f:
+    from ._files import atomic_write
+
+    def write(f):
         w = csv.writer(f)
         w.writerow(["student"] + [c.id for c in assignment.checks] + ["total", "out_of"])
         for r in reports:
             points = {c.id: c.points for c in r.checks}
             w.writerow([r.student] + [_num(points[c.id]) for c in assignment.checks]
                        + [_num(r.total), _num(r.max_total)])
+    atomic_write(path, write, binary=False)
 
 
 # =========================================================================== check helpers
@@ -1204,7 +1207,7 @@ def _print_list():
 
 
 def _parser():
-    from ._cli import HelpFormatter
+    from ._cli import HelpFormatter, real_number
 
     p = argparse.ArgumentParser(
         prog="python -m tinyddpm.grade",
@@ -1224,7 +1227,8 @@ def _parser():
     p.add_argument("--csv", metavar="FILE",
                    help="write the scores as CSV: student, one column per check, total, out_of")
     p.add_argument("--json", action="store_true", help="print the report(s) as JSON")
-    p.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, metavar="SECONDS",
+    p.add_argument("--time-limit", type=real_number(0, low_open=True), default=DEFAULT_TIME_LIMIT,
+                   metavar="SECONDS",
                    help=f"per check and for the import (default {_num(DEFAULT_TIME_LIMIT)})")
     p.add_argument("--no-isolate", action="store_true",
                    help="grade in this process (faster, but a crash in student code stops it)")

@@ -158,14 +158,16 @@ class LatentDiffusion(Model):
     :func:`tinyddpm.generate` and :func:`tinyddpm.generate_ddim` call on their final latents.
     """
 
-    def __init__(self, autoencoder, T=4000, embed_size=64, widths=(64, 128)):
+    def __init__(self, autoencoder, T=4000, embed_size=64, widths=(64, 128), schedule=None):
         super().__init__()
         self.autoencoder = autoencoder
         self.autoencoder.trainable = False
-        self.unet = DiffusionUNet(T, embed_size, widths, image_shape=autoencoder.latent_shape)
+        self.unet = DiffusionUNet(T, embed_size, widths, image_shape=autoencoder.latent_shape,
+                                  schedule=schedule)
         self.image_shape = autoencoder.latent_shape
         self.config = {"latent": True, "unet": self.unet.config, "autoencoder": autoencoder.config}
         self.config["T"] = self.unet.config["T"]
+        self.config["schedule"] = self.unet.config["schedule"]
 
     def forward(self, inputs):
         return self.unet(inputs)
@@ -179,11 +181,12 @@ class LatentDiffusion(Model):
         return self.autoencoder.decode(Z)
 
 
-def build_latent_model(autoencoder, T=4000, embed_size=64, widths=(64, 128), seed=None):
+def build_latent_model(autoencoder, T=4000, embed_size=64, widths=(64, 128), seed=None,
+                       schedule=None):
     """The latent diffusion model over ``autoencoder``'s latents, built (weights created)."""
     if seed is not None:
         nn.set_seed(seed)
-    model = LatentDiffusion(autoencoder, T, embed_size, widths)
+    model = LatentDiffusion(autoencoder, T, embed_size, widths, schedule)
     model({"X_noisy": np.zeros((1, *model.image_shape), np.float32),
            "time": np.zeros(1, np.int64)})  # build, in inference mode (a Model's default)
     return model
@@ -195,16 +198,22 @@ def model_from_checkpoint(path):
     Returns ``(model, header)``; the architecture (autoencoder widths, U-Net widths, T) comes from
     the checkpoint's header, so any ``train-latent`` checkpoint loads.
     """
-    from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+    from .checkpoint import (CheckpointError, checkpoint_kind, describe_kind, load_checkpoint,
+                             read_checkpoint)
 
     header = read_checkpoint(path)[0]
     config = header.get("config") or {}
-    if not config.get("latent"):
-        raise CheckpointError(f"{str(path)!r} holds a pixel-space model, not a latent diffusion "
-                              "model: drop --latent, or pass a checkpoint of `train-latent`")
-    ae_cfg, unet_cfg = config["autoencoder"], config["unet"]
-    ae = build_autoencoder(ae_cfg["widths"], ae_cfg["latent_channels"])
-    model = build_latent_model(ae, unet_cfg["T"], unet_cfg["embed_size"], unet_cfg["widths"])
+    if checkpoint_kind(header) != "latent":
+        raise CheckpointError(f"{str(path)!r} is not a latent diffusion model: it "
+                              f"{describe_kind(path, header)}")
+    try:
+        ae_cfg, unet_cfg = config["autoencoder"], config["unet"]
+        ae = build_autoencoder(ae_cfg["widths"], ae_cfg["latent_channels"])
+        model = build_latent_model(ae, unet_cfg["T"], unet_cfg["embed_size"], unet_cfg["widths"],
+                                   schedule=unet_cfg.get("schedule"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{str(path)!r}: the latent model's config is not valid "
+                              f"({type(e).__name__}: {e})") from None
     model.compile()  # an optimizer to receive the saved state, so training can resume
     header = load_checkpoint(path, model, model.optimizer)
     return model, header

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import nn, ops
+from ._files import atomic_write
 from .data import CLASS_NAMES
 from .model import Model
 from .tensor import no_grad
@@ -255,6 +256,9 @@ def evaluate(images, batch_size=500, classifier_path=ASSET_PATH, requested=None)
       coverage         number of classes predicted for at least 3% of the images
       n                number of images
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or \
+            batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     x = prepare_images(images)
     model, stats = load_classifier(classifier_path)
     feats, logits = model.features_and_logits(x, batch_size)
@@ -286,14 +290,33 @@ def evaluate(images, batch_size=500, classifier_path=ASSET_PATH, requested=None)
 
 
 def load_images_file(path):
-    """Images from a ``.npy`` file (or a ``.npz`` with one array, or an ``images`` array)."""
+    """Images from a ``.npy`` file (or a ``.npz`` with one array, or an ``images`` array).
+    Nothing pickled is ever loaded.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        The file is missing, a folder, or not a NumPy array file (the message says which).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the .npy file of images (from "
+                         "`python -m tinyddpm sample --npy FILE`)")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY" and magic[:2] != b"PK":
+        raise ValueError(f"{path} is not a NumPy .npy/.npz file (another kind of file, or "
+                         "empty); save images with `python -m tinyddpm sample --npy FILE` or "
+                         "numpy.save")
     try:
         data = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise ValueError(f"{path}: not a readable .npy/.npz array file ({e})") from None
+    except (ValueError, OSError, EOFError) as e:
+        why = str(e)
+        if "pickle" in why:  # NumPy's message advises loading it unsafely: never
+            why = "it holds pickled Python objects, which tinyddpm never loads (that could run code)"
+        raise ValueError(f"{path}: not a readable .npy/.npz array file ({why})") from None
     if isinstance(data, np.lib.npyio.NpzFile):
         with data:
             if "images" in data.files:
@@ -426,8 +449,7 @@ def train_classifier(epochs=6, seed=0, out=ASSET_PATH, batch_size=64, learning_r
     arrays = {f"weights/{k}": v.astype(np.float32) for k, v in model.state_dict().items()}
     arrays.update(feature_mean=mu, feature_cov=sigma, header=np.array(json.dumps(header)))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, **arrays)
+    atomic_write(out, lambda f: np.savez_compressed(f, **arrays))
     _CACHE.clear()
     print(f"trained {epochs} + {decay_epochs} epochs on {len(X_train):,} images in {took:.0f} s; "
           f"test accuracy {acc:.4f} on {len(X_test):,} images; wrote {out} "
@@ -586,7 +608,8 @@ def main(argv=None):
         table = calibration_table(args.data_dir, seed=args.seed)
         print(table)
         out = Path(args.out or CALIBRATION_PATH)
-        out.write_text("# What a FID from `tinyddpm.metrics` means\n\n" + table + READING_GUIDE)
+        text = "# What a FID from `tinyddpm.metrics` means\n\n" + table + READING_GUIDE
+        atomic_write(out, lambda f: f.write(text), binary=False)
         print(f"wrote {out}")
         return 0
     parser.print_help()

@@ -25,17 +25,19 @@ def image_grid(images, ncols=None, pad=2):
 
 
 def save_grid(images, path, ncols=None, scale=2):
-    """Save images in [0, 1] as one PNG grid (each pixel enlarged ``scale`` times)."""
+    """Save images in [0, 1] as one grid picture (each pixel enlarged ``scale`` times), of the
+    type the suffix of ``path`` names (.png by default), written atomically."""
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from ._files import atomic_write
+
     grid = image_grid(images, ncols)
     grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    plt.imsave(path, np.clip(grid, 0, 1), cmap="gray", vmin=0, vmax=1)
-    return path
+    kind = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    return atomic_write(path, lambda f: plt.imsave(f, np.clip(grid, 0, 1), cmap="gray", vmin=0,
+                                                   vmax=1, format=kind))
 
 
 def _pyplot():
@@ -47,10 +49,13 @@ def _pyplot():
 
 
 def _save(fig, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
+    """``fig`` to ``path`` (its type from the suffix: .png, .pdf, .svg, ...), written atomically
+    (:func:`tinyddpm._files.atomic_write`): a failed write keeps the previous file."""
+    from ._files import atomic_write
+
+    kind = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    return atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=100,
+                                                    bbox_inches="tight"))
 
 
 def plot_forward_process(image, alpha_cumprod, steps, path, seed=0):
@@ -97,13 +102,13 @@ def save_animation(frames, path, fps=12, ncols=None, scale=3):
     """An animated GIF of image grids: ``frames`` is a list of (N, 28, 28[, 1]) arrays in [0, 1]."""
     from PIL import Image  # Pillow comes with matplotlib
 
+    from ._files import atomic_write
+
     pictures = []
     for frame in frames:
         grid = np.clip(image_grid(frame, ncols), 0, 1)
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
         pictures.append(Image.fromarray((grid * 255).astype(np.uint8), mode="L"))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     durations = [int(1000 / fps)] * (len(pictures) - 1) + [2000]  # hold the result
-    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
-    return path
+    return atomic_write(path, lambda f: pictures[0].save(
+        f, format="GIF", save_all=True, append_images=pictures[1:], duration=durations, loop=0))

@@ -6,11 +6,12 @@ weights, re-estimates the BatchNorm statistics for them, and keeps only what sam
 """
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, checkpoint_kind, describe_kind, load_checkpoint,
+                         read_checkpoint, save_checkpoint)
 
 PRETRAINED_PATH = Path(__file__).resolve().parent / "assets" / "book_unet.npz"
 LATENT_PATH = Path(__file__).resolve().parent / "assets" / "latent_unet.npz"
@@ -25,12 +26,19 @@ def model_from_checkpoint(path):
     """
     from .unet import build_diffusion_model
 
-    config = read_checkpoint(path)[0].get("config") or {}
-    if config.get("latent"):
+    header = read_checkpoint(path)[0]
+    config = header.get("config") or {}
+    kind = checkpoint_kind(header)
+    if kind == "latent":
         from .latent import model_from_checkpoint as latent_model
 
         return latent_model(path)
-    model = build_diffusion_model(num_classes=config.get("num_classes"))
+    if kind not in ("book", "conditional"):
+        raise CheckpointError(f"{str(path)!r} is not a diffusion model to sample: it "
+                              f"{describe_kind(path, header)}")
+    model = build_diffusion_model(T=config["T"], embed_size=config["embed_size"],
+                                  num_classes=config.get("num_classes"),
+                                  schedule=config.get("schedule"))
     return model, load_checkpoint(path, model)
 
 
@@ -90,17 +98,28 @@ def export_pretrained(checkpoint, out=None, recalibrate=200, data_dir=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinyddpm.pretrained", description=__doc__)
+    from ._cli import parser as new_parser, whole_number
+
+    parser = new_parser("python -m tinyddpm.pretrained", __doc__.split("\n\n")[0])
     parser.add_argument("--export", metavar="CHECKPOINT", required=True,
                         help="training checkpoint to turn into the shipped model")
-    parser.add_argument("--out", default=None, help="default: the shipped file, "
-                        f"{PRETRAINED_PATH.name} or (latent model) {LATENT_PATH.name}")
-    parser.add_argument("--recalibrate", type=int, default=200, metavar="BATCHES")
-    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default=None, help="where to write it (default: the shipped "
+                        f"file of its kind, {PRETRAINED_PATH.name}, {CONDITIONAL_PATH.name} or "
+                        f"{LATENT_PATH.name})")
+    parser.add_argument("--recalibrate", type=whole_number(0), default=200, metavar="BATCHES",
+                        help="re-estimate BatchNorm statistics for the averaged weights on this "
+                        "many training batches (0: don't)")
+    parser.add_argument("--data-dir", default=None, help="folder with the IDX files (default: "
+                        "the usual places, then the embedded subset)")
     args = parser.parse_args(argv)
-    info = export_pretrained(args.export, args.out, args.recalibrate, args.data_dir)
+    try:
+        info = export_pretrained(args.export, args.out, args.recalibrate, args.data_dir)
+    except (CheckpointError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {info.pop('path')}: {info}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
