@@ -17,23 +17,101 @@ def progress_words(epochs_done, batches_done):
     return f"{done}, {batches_done} batches into epoch {epochs_done + 1}" if batches_done else done
 
 
-def resume_command(args, argv):
+def resume_command(args, argv, **replace):
     """The command that continues this run: the same options as given, plus ``--resume`` (and
-    without ``--init-from``, which only applies to a fresh start)."""
+    without ``--init-from``, which only applies to a fresh start). ``replace`` sets options
+    (``learning_rate=1e-4``), dropping the value given before."""
+    drop = {"--init-from"} | {"--" + k.replace("_", "-") for k in replace}
     words, skip = [], False
     for word in argv:
         if skip:
             skip = False
-        elif word == "--init-from":
+        elif word in drop:
             skip = True
-        elif not word.startswith("--init-from="):
+        elif word.split("=", 1)[0] not in drop:
             words.append(word)
-    return command("python", "-m", "tinyddpm", *words, *([] if args.resume else ["--resume"]))
+    for key, value in replace.items():
+        words += ["--" + key.replace("_", "-"), f"{value:g}" if isinstance(value, float) else value]
+    return command("python", "-m", "tinyddpm", *words, *([] if "--resume" in words else
+                                                        ["--resume"]))
 
 
-def _check_checkpoint_paths(args, paths):
-    """Before any work: ``--resume`` needs the first of ``paths``; a fresh run needs none of
-    them to exist (it would overwrite a run)."""
+# The options that shape a training run, with their defaults: a checkpoint records them, and
+# --resume restores them, so that a resumed run is the run it continues. Given again, an option
+# must agree with the checkpoint, except the learning rate, which applies from then on (the way
+# out of a diverging run).
+RUN_OPTIONS = {"batch_size": 32, "steps_per_epoch": None, "learning_rate": 1e-3, "ema": None,
+               "seed": None}
+TRAIN_OPTIONS = {**RUN_OPTIONS, "conditional": False, "label_dropout": 0.1}
+LATENT_OPTIONS = {**RUN_OPTIONS, "ae_epochs": 4}
+CHANGEABLE = {"learning_rate", "ae_epochs"}  # --epochs is a target, never recorded
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _run_options(args, defaults, saved, ckpt):
+    """Set each run option on ``args``: on --resume, the checkpoint's (``saved``); otherwise as
+    given, or its default. Returns the lines to announce (a changed learning rate)."""
+    notes = []
+    for name, default in defaults.items():
+        given = getattr(args, name)
+        if saved is None or name not in saved:  # a fresh run (or a file from before the record)
+            value = default if given is None else given
+        elif given is None or given == saved[name]:
+            value = saved[name]
+        elif name in CHANGEABLE:
+            value = given
+            notes.append(f"{_flag(name)} {given:g} from now on ({ckpt} was trained with "
+                         f"{saved[name]:g})")
+        else:
+            shown = {True: "on", False: "off", None: "not given"}.get(saved[name], saved[name])
+            raise UsageError(f"{_flag(name)} {given}: the run in {ckpt} was trained with "
+                             f"{_flag(name)} {shown}, and --resume continues it exactly as it "
+                             f"was; drop {_flag(name)}, or start a new run with another "
+                             "--checkpoint")
+        setattr(args, name, value)
+    if args.seed is None:
+        args.seed = int(np.random.default_rng().integers(2**31))
+    return notes
+
+
+def _saved_run(header, kind):
+    """The run options a checkpoint recorded (for files from before they were recorded: what
+    the header says, the data seed and whether the model is conditional)."""
+    if "run" in header:
+        return dict(header["run"])
+    saved = {"seed": header["data_seed"]} if "data_seed" in header else {}
+    if kind in ("book", "conditional"):
+        saved["conditional"] = kind == "conditional"
+    return saved
+
+
+def _expect(path, header, kinds, command_name):
+    """A checkpoint of one of ``kinds`` for ``command_name``, or a UsageError that says what the
+    file holds and which command takes it."""
+    from tinyddpm.checkpoint import checkpoint_kind, describe_kind
+
+    if checkpoint_kind(header) not in kinds:
+        raise UsageError(f"`{command_name}` cannot use {path!r}: it {describe_kind(path, header)}")
+
+
+def _lock_and_check(args, paths):
+    """Before any work: lock the run's files against another run, check that they can be
+    written, and that ``--resume`` has a checkpoint (and a fresh run none to overwrite)."""
+    from tinyddpm._files import FileLock, LockedError, check_output
+
+    for path in paths:
+        try:
+            check_output(path, "--checkpoint", (".npz",), need_bytes=16 * 2**20)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    try:
+        for path in paths:
+            FileLock(path).acquire("another training run")
+    except LockedError as e:
+        raise UsageError(str(e)) from None
     if args.resume and not any(os.path.exists(p) for p in paths):
         raise UsageError(f"--resume: no checkpoint at {' or '.join(map(repr, paths))}; start "
                          "without --resume")
@@ -55,32 +133,47 @@ def _nothing_left(model, epochs, ckpt):
     return False
 
 
+def _run_record(args, names):
+    return {name: getattr(args, name) for name in names}
+
+
 def _train(args):
     import tinyddpm as td
+    from tinyddpm.checkpoint import read_checkpoint
 
     ckpt = args.checkpoint
-    _check_checkpoint_paths(args, [ckpt])
+    best_path = os.path.splitext(ckpt)[0] + ".best.npz"
+    _lock_and_check(args, [ckpt])
+    saved = None
+    if args.resume:
+        header = read_checkpoint(ckpt)[0]
+        _expect(ckpt, header, ("book", "conditional"), "train")
+        saved = _saved_run(header, "conditional" if (header.get("config") or {}).get(
+            "num_classes") else "book")
+    notes = _run_options(args, TRAIN_OPTIONS, saved, ckpt)
+    if not args.conditional and args.label_dropout != TRAIN_OPTIONS["label_dropout"]:
+        raise UsageError("--label-dropout applies to a class-conditional model: add "
+                         "--conditional, or drop --label-dropout")
+    init = None
+    if args.init_from and not args.resume:
+        init = _read_init_from(args.init_from)
     (X_full, y_full), _ = td.load_fashion_mnist(args.data_dir)
     (X_train, y_train), (X_valid, y_valid) = td.split_train_valid(X_full, y_full)  # 1/12 valid
-    seed = args.seed if args.seed is not None else int(np.random.default_rng().integers(2**31))
-    conditional = args.conditional
-    if args.resume and os.path.exists(args.checkpoint):  # resume what the checkpoint holds
-        from tinyddpm.checkpoint import read_checkpoint
-
-        conditional = "num_classes" in (read_checkpoint(args.checkpoint)[0].get("config") or {})
+    seed, conditional = args.seed, args.conditional
     model = td.build_diffusion_model(seed=seed, num_classes=10 if conditional else None)
     model.compile(loss=td.Huber(), optimizer=td.Nadam(learning_rate=args.learning_rate),
                   ema=args.ema)
-    best_path = os.path.splitext(ckpt)[0] + ".best.npz"
     if args.resume:
-        header = td.load_checkpoint(ckpt, model, model.optimizer)
-        seed = header.get("data_seed", seed)
+        td.load_checkpoint(ckpt, model, model.optimizer)
         if _nothing_left(model, args.epochs, ckpt):
             return 0
+        model.optimizer.learning_rate = args.learning_rate  # the checkpoint's, or the one given
         print(f"Resuming from {ckpt}: {progress_words(model.epoch, model.step_in_epoch)} "
               f"(data seed {seed})")
-    elif args.init_from:
-        names = _init_from(model, args.init_from)
+        for note in notes:
+            print(note)
+    elif init is not None:
+        names = _init_from(model, args.init_from, init)
         print(f"Started from the weights in {args.init_from}; new: {', '.join(names) or 'none'}")
     labels = {"labels": y_train, "label_dropout": args.label_dropout} if conditional else {}
     train_set = td.prepare_dataset(X_train, args.batch_size, shuffle=True, seed=seed, **labels)
@@ -90,47 +183,65 @@ def _train(args):
             f"{args.label_dropout:g})" if conditional else "the book's U-Net")
     print(f"Training {what} ({model.count_params():,} weights) on {len(X_train):,} "
           f"images, validating on {len(X_valid):,}; batch {args.batch_size}, seed {seed}")
-    callbacks = _checkpoints(model, ckpt, best_path, seed)
+    callbacks = _checkpoints(model, ckpt, best_path, _run_record(args, TRAIN_OPTIONS))
     start = time.perf_counter()
     code = _fit(model, train_set, valid_set, args, callbacks, args.epochs, ckpt)
     if code:
         return code
-    print(f"Done in {time.perf_counter() - start:.0f} s. Latest state: {ckpt}; best validation "
-          f"loss: {best_path}")
+    print(f"Done in {time.perf_counter() - start:.0f} s. {_written(ckpt, best_path)}")
     return 0
 
 
-def _checkpoints(model, ckpt, best_path, seed):
-    """The latest state (every epoch, and on Ctrl-C) and the best validation loss so far."""
+def _written(ckpt, best_path):
+    """Which files the run left: the latest state, and the best validation loss if saved."""
+    words = f"Latest state: {ckpt}"
+    return words + (f"; best validation loss: {best_path}" if os.path.exists(best_path) else "")
+
+
+def _checkpoints(model, ckpt, best_path, run):
+    """The latest state (every epoch, and on Ctrl-C) and the best validation loss so far; both
+    record the run's options (``run``) and data seed."""
     import tinyddpm as td
 
-    latest = td.ModelCheckpoint(ckpt, save_on_interrupt=True, extra={"data_seed": seed})
-    best = td.ModelCheckpoint(best_path, save_best_only=True, extra={"data_seed": seed})
+    extra = {"data_seed": run["seed"], "run": run}
+    latest = td.ModelCheckpoint(ckpt, save_on_interrupt=True, extra=extra)
+    best = td.ModelCheckpoint(best_path, save_best_only=True, extra=extra)
     if model.run_history.history.get("val_loss"):  # resumed: the best of the earlier epochs
         best.best = min(model.run_history.history["val_loss"])
     return [latest, best]
 
 
-def _init_from(model, path):
-    """Copy the weights of checkpoint ``path`` into ``model``; those the checkpoint lacks (e.g.
-    the class embedding, to fine-tune an unconditional model into a conditional one) keep their
-    fresh values. Returns their names."""
-    from tinyddpm.checkpoint import CheckpointError, read_checkpoint
+def _read_init_from(path):
+    """The weights of ``--init-from``, checked before any work: a diffusion U-Net's."""
+    from tinyddpm.checkpoint import read_checkpoint
 
-    weights = read_checkpoint(path)[1]
+    header, weights, _, _ = read_checkpoint(path)
+    _expect(path, header, ("book", "conditional"), "train --init-from")
+    return weights
+
+
+def _init_from(model, path, weights):
+    """Copy ``weights`` (read from checkpoint ``path``) into ``model``; those the checkpoint
+    lacks (e.g. the class embedding, to fine-tune an unconditional model into a conditional
+    one) keep their fresh values. Returns their names."""
+    from tinyddpm.checkpoint import CheckpointError
+
     state = model.state_dict()
     foreign = sorted(set(weights) - set(state))
-    wrong = sorted(k for k in weights if k in state and weights[k].shape != state[k].shape)
+    wrong = sorted(k for k in weights if k in state and (weights[k].shape != state[k].shape or
+                                                         weights[k].dtype != state[k].dtype))
     if foreign or wrong:
         raise CheckpointError(f"--init-from {path!r} does not fit this model: unknown weights "
-                              f"{foreign[:5]}, wrong shapes {wrong[:5]}")
+                              f"{foreign[:5]}, wrong shapes or dtypes {wrong[:5]}")
     model.load_state_dict({**state, **weights})
     return sorted(set(state) - set(weights))
 
 
 def _fit(model, train_set, valid_set, args, callbacks, epochs, ckpt):
-    """model.fit with the command line's answers to Ctrl-C and to a diverging loss."""
+    """model.fit with the command line's answers to Ctrl-C, to a diverging loss and to a
+    checkpoint that cannot be written."""
     import tinyddpm as td
+    from tinyddpm._files import WriteError
 
     try:
         model.fit(train_set, epochs=epochs, validation_data=valid_set, callbacks=callbacks,
@@ -141,7 +252,28 @@ def _fit(model, train_set, valid_set, args, callbacks, epochs, ckpt):
               f"state is saved in {ckpt}. Continue with:\n  {resume_command(args, args.argv)}")
         return 130
     except td.TrainingDiverged as e:
-        print(f"\nStopped: {e}\nThe last good checkpoint is {ckpt}.", file=sys.stderr)
+        lower = args.learning_rate / 10
+        if os.path.exists(ckpt):
+            advice = (f"The last good checkpoint is {ckpt}; continue from it with a lower "
+                      f"learning rate:\n  {resume_command(args, args.argv, learning_rate=lower)}")
+        else:
+            words = [w for w in resume_command(args, args.argv, learning_rate=lower).split()
+                     if w != "--resume"]
+            advice = (f"Nothing was saved yet (no epoch finished). Start again with a lower "
+                      f"learning rate:\n  {' '.join(words)}")
+        print(f"\nStopped: {e}\n{advice}", file=sys.stderr)
+        return 1
+    except WriteError as e:
+        from tinyddpm.checkpoint import read_checkpoint
+
+        if os.path.exists(ckpt):
+            header = read_checkpoint(ckpt)[0]
+            advice = (f"{ckpt} still holds {progress_words(header['epoch'], header['step_in_epoch'])}"
+                      f"; once the file can be written, continue with: "
+                      f"{resume_command(args, args.argv)}")
+        else:
+            advice = "nothing was saved; once the file can be written, start again"
+        print(f"error: {e}. {advice}", file=sys.stderr)
         return 1
     return 0
 
@@ -150,34 +282,51 @@ def _train_latent(args):
     """Phase 1: the autoencoder (reconstruction, MAE); phase 2: the DDPM over its latents."""
     import tinyddpm as td
     from tinyddpm import latent
+    from tinyddpm.checkpoint import read_checkpoint
 
     ckpt = args.checkpoint
     base = os.path.splitext(ckpt)[0]
     ae_path, best_path = base + ".autoencoder.npz", base + ".best.npz"
-    _check_checkpoint_paths(args, [ckpt, ae_path])
+    _lock_and_check(args, [ckpt, ae_path])
+    saved = None
+    if args.resume:  # the latent model if phase 2 began, else the autoencoder of phase 1
+        phase2 = os.path.exists(ckpt)
+        path = ckpt if phase2 else ae_path
+        header = read_checkpoint(path)[0]
+        _expect(path, header, ("latent",) if phase2 else ("autoencoder",), "train-latent")
+        saved = _saved_run(header, "latent")
+        if phase2 and "ae_epochs" in saved:
+            saved.pop("ae_epochs")  # phase 1 is over: --ae-epochs no longer matters
+    notes = _run_options(args, LATENT_OPTIONS, saved, ckpt)
+    run = _run_record(args, LATENT_OPTIONS)
     (X_full, _), _ = td.load_fashion_mnist(args.data_dir)
     X_train, X_valid = td.split_train_valid(X_full)
-    seed = args.seed if args.seed is not None else int(np.random.default_rng().integers(2**31))
+    seed = args.seed
     if args.resume and os.path.exists(ckpt):
-        model, header = latent.model_from_checkpoint(ckpt)
-        seed = header.get("data_seed", seed)
+        model, _ = latent.model_from_checkpoint(ckpt)
         if _nothing_left(model, args.epochs, ckpt):
             return 0
+        model.optimizer.learning_rate = args.learning_rate
         print(f"Resuming the latent model from {ckpt}: "
               f"{progress_words(model.epoch, model.step_in_epoch)} (data seed {seed})")
+        for note in notes:
+            print(note)
     else:
         ae = latent.build_autoencoder(seed=seed)
         ae.compile(loss="mae", optimizer=td.Nadam(learning_rate=args.learning_rate))
         if args.resume:
-            seed = td.load_checkpoint(ae_path, ae, ae.optimizer).get("data_seed", seed)
+            td.load_checkpoint(ae_path, ae, ae.optimizer)
+            ae.optimizer.learning_rate = args.learning_rate
             print(f"Resuming the autoencoder from {ae_path}: "
                   f"{progress_words(ae.epoch, ae.step_in_epoch)} (data seed {seed})")
+            for note in notes:
+                print(note)
         if ae.epoch < args.ae_epochs:
             print(f"Phase 1/2: the autoencoder ({ae.count_params():,} weights, 28x28x1 -> "
                   f"{'x'.join(map(str, ae.latent_shape))}) on {len(X_train):,} images, batch "
                   f"{args.batch_size}, seed {seed}")
             ae_ckpt = td.ModelCheckpoint(ae_path, save_on_interrupt=True,
-                                         extra={"data_seed": seed})
+                                         extra={"data_seed": seed, "run": run})
             code = _fit(ae, latent.image_batches(X_train, args.batch_size, True, seed),
                         latent.image_batches(X_valid, 256), args, [ae_ckpt], args.ae_epochs,
                         ae_path)
@@ -196,22 +345,21 @@ def _train_latent(args):
     valid_set = td.prepare_dataset(Z_valid, args.batch_size, seed=seed + 1, scale=False)
     print(f"Phase 2/2: the latent U-Net ({model.unet.count_params():,} weights) on "
           f"{len(Z_train):,} latents {Z_train.shape[1:]}, batch {args.batch_size}, seed {seed}")
-    callbacks = _checkpoints(model, ckpt, best_path, seed)
+    callbacks = _checkpoints(model, ckpt, best_path, run)
     start = time.perf_counter()
     code = _fit(model, train_set, valid_set, args, callbacks, args.epochs, ckpt)
     if code:
         return code
-    print(f"Done in {time.perf_counter() - start:.0f} s. Latest state: {ckpt}; best validation "
-          f"loss: {best_path}; sample with: "
-          + command("python", "-m", "tinyddpm", "sample", "--latent", "--checkpoint", ckpt))
+    print(f"Done in {time.perf_counter() - start:.0f} s. {_written(ckpt, best_path)}; sample "
+          "with: " + command("python", "-m", "tinyddpm", "sample", "--checkpoint", ckpt))
     return 0
 
 
 def _sample(args):
     import tinyddpm as td
+    from tinyddpm._files import atomic_write, check_output
+    from tinyddpm.checkpoint import KINDS, checkpoint_kind, read_checkpoint
     from tinyddpm.plotting import save_grid
-
-    from tinyddpm.checkpoint import read_checkpoint
     from tinyddpm.pretrained import PRETRAINED, model_from_checkpoint
 
     if (args.checkpoint is None) == (args.pretrained is None):
@@ -219,22 +367,20 @@ def _sample(args):
                          "book|conditional|latent (a shipped model)")
     if args.pretrained:
         args.checkpoint = str(PRETRAINED[args.pretrained])
-        args.latent = args.latent or args.pretrained == "latent"
-    _check_output(args.out, "--out", IMAGE_TYPES)
-    if args.npy:
-        _check_output(args.npy, "--npy", (".npy",))
-    latent = bool((read_checkpoint(args.checkpoint)[0].get("config") or {}).get("latent"))
-    if latent and not args.latent:
-        raise UsageError(f"{args.checkpoint!r} holds a latent diffusion model: add --latent")
-    if args.latent and not latent:
-        raise UsageError(f"--latent: {args.checkpoint!r} holds a pixel-space model, not a "
-                         "latent diffusion model: drop --latent, or pass a checkpoint of "
-                         "`train-latent`")
+    n_max = 100 if args.class_ is not None and args.class_.lower() == "all" and args.n is None \
+        else (args.n or 64)
+    try:
+        check_output(args.out, "--out", IMAGE_TYPES)
+        if args.npy:
+            check_output(args.npy, "--npy", (".npy",), need_bytes=n_max * 28 * 28 * 4 + 2**20)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    header = read_checkpoint(args.checkpoint)[0]
+    _expect(args.checkpoint, header, ("book", "conditional", "latent"), "sample")
+    if args.latent and checkpoint_kind(header) != "latent":
+        raise UsageError(f"--latent: {args.checkpoint!r} is not a latent diffusion model, it "
+                         f"holds {KINDS[checkpoint_kind(header)][0]}: drop --latent")
     model, header = model_from_checkpoint(args.checkpoint)
-    T = model.config["T"]
-    if args.sampler == "ddim" and args.steps >= T:
-        raise UsageError(f"--steps: this model has T = {T} time steps, so DDIM takes 1 to {T - 1} "
-                         f"steps, got {args.steps} (the full loop is --sampler ddpm)")
     n, label, per_class = 64 if args.n is None else args.n, None, None
     if args.class_ is not None:
         if getattr(model, "num_classes", None) is None:
@@ -251,6 +397,10 @@ def _sample(args):
                 label = td.data.class_index(args.class_)
             except ValueError as e:
                 raise UsageError(f"--class: {e}") from None
+    T = model.config["T"]
+    if args.sampler == "ddim" and args.steps >= T:
+        raise UsageError(f"--steps: this model has T = {T} time steps, so DDIM takes 1 to {T - 1} "
+                         f"steps, got {args.steps} (the full loop is --sampler ddpm)")
     used_ema = not args.no_ema and model.use_ema_weights()
     if used_ema and args.recalibrate:
         # the BatchNorm statistics in the checkpoint belong to the trained weights, not to their
@@ -277,53 +427,40 @@ def _sample(args):
     weights = "moving-average weights" if used_ema else "weights"
     print(f"{n} images ({what}) from {args.checkpoint} ({weights}, epoch "
           f"{header.get('epoch')}) in {took:.1f} s")
+    if args.npy:  # the array first: the costlier to lose
+        array = images[..., 0].astype(np.float32)
+        atomic_write(args.npy, lambda f: np.save(f, array))
+        print(f"array: {args.npy} (shape {array.shape}, float32 in [0, 1])")
     save_grid(images, args.out, ncols=per_class)
     print(f"grid: {args.out}")
-    if args.npy:
-        np.save(args.npy, images[..., 0].astype(np.float32))
-        print(f"array: {args.npy} (shape {images[..., 0].shape}, float32 in [0, 1])")
     return 0
 
 
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
-def _check_output(path, option, suffixes):
-    """Before any work: ``path`` names a file of a kind we write, in a folder that exists and
-    can be written to."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UsageError(f"{option} {path!r} is a folder: give a file name, e.g. "
-                         f"{os.path.join(path, 'samples' + suffixes[0])!r}")
-    if os.path.splitext(path)[1].lower() not in suffixes:
-        raise UsageError(f"{option} {path!r}: the file name must end in "
-                         f"{' or '.join(suffixes)}")
-    if not os.path.isdir(folder):
-        raise UsageError(f"{option} {path!r}: the folder {folder!r} does not exist; create it "
-                         "first")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"{option} {path!r}: the folder {folder!r} cannot be written to")
-
-
 def _training_options(parser, checkpoint):
     """The options ``train`` and ``train-latent`` share."""
-    parser.add_argument("--batch-size", type=whole_number(1), default=32, help="images a batch")
-    parser.add_argument("--learning-rate", type=real_number(0), default=1e-3,
-                        help="Nadam learning rate")
+    parser.add_argument("--batch-size", type=whole_number(1), default=None,
+                        help="images a batch (default: 32; with --resume, the checkpoint's)")
+    parser.add_argument("--learning-rate", type=real_number(0), default=None,
+                        help="Nadam learning rate (default: 1e-3; with --resume, the "
+                        "checkpoint's, and a rate given applies from then on)")
     parser.add_argument("--data-dir", default=None,
                         help="folder with the four IDX files (default: the usual places, then "
                         "the embedded subset)")
     parser.add_argument("--checkpoint", default=checkpoint, help="latest-state checkpoint path")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    parser.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=None,
-                        help="seed for weights and data order (default: a random one, printed)")
+    parser.add_argument("--seed", type=whole_number(0, 2**31 - 1), default=None,
+                        help="seed for weights and data order (default: a random one, printed; "
+                        "with --resume, the checkpoint's)")
     parser.add_argument("--steps-per-epoch", type=whole_number(1), default=None,
                         help="stop each epoch after this many batches, for quick trials "
-                        "(default: the whole training set)")
+                        "(default: the whole training set; with --resume, the checkpoint's)")
     parser.add_argument("--ema", type=real_number(0, 1, low_open=True, high_open=True),
                         default=None, metavar="DECAY",
                         help="keep a moving average of the (diffusion model's) weights for "
-                        "sampling, e.g. 0.999 (default: none)")
+                        "sampling, e.g. 0.999 (default: none; with --resume, the checkpoint's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -355,15 +492,15 @@ def build_parser():
     train.add_argument("--epochs", type=whole_number(1), required=True,
                        help="total number of epochs, counting those a --resume'd checkpoint holds")
     _training_options(train, "ckpt.npz")
-    train.add_argument("--conditional", action="store_true",
+    train.add_argument("--conditional", action="store_true", default=None,
                        help="class-conditional U-Net for classifier-free guidance (sample it "
                        "with --class)")
     train.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                        help="start from these weights (e.g. the shipped model, to fine-tune it "
                        "into a conditional one); weights it lacks start fresh")
-    train.add_argument("--label-dropout", type=real_number(0, 1, high_open=True), default=0.1,
+    train.add_argument("--label-dropout", type=real_number(0, 1, high_open=True), default=None,
                        metavar="P", help="with --conditional: train on 'no class' with "
-                       "probability P")
+                       "probability P (default: 0.1; with --resume, the checkpoint's)")
     train.set_defaults(func=_train)
 
     tl = command_parser(
@@ -374,8 +511,9 @@ def build_parser():
         "trains a small U-Net as a DDPM over them, saving the whole model (autoencoder inside) "
         "to --checkpoint after every epoch and on Ctrl-C, and the best validation loss to "
         "<checkpoint>.best.npz. --resume continues whichever phase was interrupted.")
-    tl.add_argument("--ae-epochs", type=whole_number(1), default=4,
-                    help="autoencoder epochs (phase 1)")
+    tl.add_argument("--ae-epochs", type=whole_number(1), default=None,
+                    help="autoencoder epochs (phase 1) (default: 4; with --resume, the "
+                    "checkpoint's)")
     tl.add_argument("--epochs", type=whole_number(1), required=True,
                     help="latent DDPM epochs in all (phase 2)")
     _training_options(tl, "latent.npz")
@@ -392,7 +530,8 @@ def build_parser():
     which.add_argument("--checkpoint", default=None, metavar="FILE",
                        help="sample a model you trained (`train` or `train-latent`)")
     sample.add_argument("--latent", action="store_true",
-                        help="the checkpoint is a latent diffusion model (train-latent)")
+                        help="expect a latent diffusion model (train-latent); optional, since "
+                        "the checkpoint says what it holds")
     sample.add_argument("--class", dest="class_", default=None, metavar="CLASS",
                         help="with a class-conditional model: the class to draw, by name "
                         "('sneaker') or number (7), or 'all' for a grid with one class a row")
@@ -433,14 +572,17 @@ def main(argv=None):
     args.argv = argv
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # epoch lines reach a log file at once
+    from tinyddpm._files import FileLock, WriteError
     from tinyddpm.checkpoint import CheckpointError
     from tinyddpm.data import DataError
 
     try:
         return args.func(args)
-    except (CheckpointError, DataError, UsageError) as e:
+    except (CheckpointError, DataError, UsageError, WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        FileLock.release_all()
 
 
 if __name__ == "__main__":
