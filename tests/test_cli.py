@@ -143,7 +143,7 @@ def test_resume_with_nothing_left_says_to_raise_epochs(tmp_path, monkeypatch, ca
 
 
 @pytest.mark.parametrize("argv,words", [
-    (["sample", "--pretrained", "book", "--steps", "4000"], "--steps: this model has T = 4000"),
+    (["sample", "--pretrained", "book", "--steps", "4001"], "--steps: this model has T = 4000"),
     (["sample", "--pretrained", "book", "--out", "{tmp}"], "is a folder"),
     (["sample", "--pretrained", "book", "--out", "{tmp}/x.txt"], "must end in .png"),
     (["sample", "--pretrained", "book", "--out", "{tmp}/no/such/g.png"], "does not exist"),

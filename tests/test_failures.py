@@ -66,31 +66,38 @@ TRAIN = ["train", "--conditional", "--batch-size", "8", "--steps-per-epoch", "6"
          "--label-dropout", "0.3", "--epochs", "2", "--seed", "3", "--quiet"]
 
 
-def test_a_resume_from_the_printed_command_is_bit_identical(tmp_path, subset, monkeypatch, capsys):
-    """Non-default batch size, steps per epoch and label dropout; a real SIGINT in epoch 2; the
+@pytest.mark.parametrize("signum,where", [(signal.SIGINT, "batch"), (signal.SIGTERM, "batch"),
+                                          (signal.SIGINT, "validation")])
+def test_a_resume_from_the_printed_command_is_bit_identical(signum, where, tmp_path, subset,
+                                                           monkeypatch, capsys):
+    """Non-default batch size, steps per epoch and label dropout; a real SIGINT or SIGTERM (what
+    kill, timeout and job schedulers send) in epoch 2, mid-batch or during validation; the
     printed command (which the user copies) continues it to the same bits as a run never
     interrupted."""
     straight, broken = str(tmp_path / "straight.npz"), str(tmp_path / "broken.npz")
     assert main(TRAIN + ["--checkpoint", straight]) == 0
 
-    real_step, calls = td.Model.train_step, []
+    name = "train_step" if where == "batch" else "_mean_loss"
+    real, calls = getattr(td.Model, name), []
 
-    def step_then_ctrl_c(self, inputs, targets):
+    def then_signal(self, *args):
         calls.append(1)
-        if len(calls) == 9:  # the 3rd batch of epoch 2: Ctrl-C arrives mid-batch
-            os.kill(os.getpid(), signal.SIGINT)
-        return real_step(self, inputs, targets)
-    monkeypatch.setattr(td.Model, "train_step", step_then_ctrl_c)
+        if len(calls) == (9 if where == "batch" else 2):  # in epoch 2
+            os.kill(os.getpid(), signum)
+        return real(self, *args)
+    monkeypatch.setattr(td.Model, name, then_signal)
     capsys.readouterr()
     assert main(TRAIN + ["--checkpoint", broken]) == 130
     out = capsys.readouterr().out
-    assert "1 epoch finished, 3 batches into epoch 2" in out
+    holds = "3 batches into epoch 2" if where == "batch" else "6 batches into epoch 2"
+    assert f"broken.npz holds 1 epoch finished, {holds}" in out
     printed = out.split("Continue with:")[1].strip().splitlines()[0]
-    monkeypatch.setattr(td.Model, "train_step", real_step)
+    monkeypatch.setattr(td.Model, name, real)
     words = shlex.split(printed)
     assert words[:3] == ["python", "-m", "tinyddpm"] and "--resume" in words
     assert main(words[3:]) == 0
     assert _same(_snapshot(straight), _snapshot(broken))
+    assert not list(tmp_path.glob("*.lock"))
 
 
 def test_resume_restores_the_run_options_without_repeating_them(tmp_path, subset, capsys):
@@ -764,3 +771,166 @@ def test_the_command_line_shows_no_traceback_for_a_user_error(argv):
     assert done.returncode == 2
     _one_error_line(done.stderr)
 
+
+
+# ================================================================ more cases of the same kinds
+
+def test_a_stale_lock_is_rewritten_from_the_start_and_named_in_full(tmp_path, capsys):
+    path = tmp_path / "c.npz"
+    lock = Path(str(path) + ".lock")
+    lock.write_text("pid 999999 since 2026-01-02 03:04:05\n" + "python -m tinyddpm " * 40)
+    with FileLock(path):
+        content = lock.read_bytes()
+        assert content.startswith(f"pid {os.getpid()} since ".encode()) and b"\0" not in content
+    err = capsys.readouterr().err
+    assert "left by pid 999999 since 2026-01-02 03:04:05, a run that ended" in err
+
+
+@pytest.mark.parametrize("edit,words", [
+    ({"run": {"batch_size": 0}}, "--batch-size is not valid"),
+    ({"run": {"batch_size": "8"}}, "--batch-size is not valid"),
+    ({"run": {"ema": 2}}, "--ema is not valid"),
+    ({"run": {"learning_rate": -1}}, "--learning-rate is not valid"),
+    ({"run": {"label_dropout": 5}}, "--label-dropout is not valid"),
+    ({"run": {"seed": 1.5}}, "--seed is not valid"),
+    ({"run": {"frobnicate": 1}}, "'frobnicate' is unknown"),
+    ({"run": {"conditional": True}}, "--conditional is not valid"),
+    ({"config": None}, "config.T must be"),
+    ({"config": {"T": 4000, "embed_size": 10**9, "widths": [32, 64, 128]}}, "embed_size must be"),
+    ({"config": {"T": 4000, "embed_size": 64, "widths": [32, 64, 128], "num_classes": -1}},
+     "num_classes must be"),
+    ({"step_in_epoch": 99999}, "99999 batches into epoch 2, but an epoch of this run has 2"),
+])
+def test_every_recorded_field_a_resume_uses_is_checked(edit, words, tmp_path, subset, capsys):
+    ckpt = tmp_path / "c.npz"
+    base = ["train", "--steps-per-epoch", "2", "--batch-size", "4", "--seed", "0", "--quiet"]
+    assert main(base + ["--epochs", "1", "--checkpoint", str(ckpt)]) == 0
+    head = json.loads(str(_snapshot(ckpt)["header"]))
+    if "run" in edit:
+        head["run"].update(edit["run"])
+        edit = {"run": head["run"]}
+    bad = _edited(ckpt, tmp_path / "bad.npz", header=edit)
+    capsys.readouterr()
+    assert main(["train", "--epochs", "3", "--resume", "--checkpoint", str(bad)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert words in line and "bad.npz" in line
+
+
+def test_a_deeply_nested_header_is_refused_not_a_recursion_error(tmp_path, capsys):
+    path = tmp_path / "deep.npz"
+    np.savez(path, header=np.array("[" * 100_000 + "]" * 100_000))
+    assert main(["sample", "--checkpoint", str(path)]) == 2
+    assert "not a readable tinyddpm checkpoint" in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_checkpoint_without_run_options_is_resumed_with_a_notice(tmp_path, subset, capsys):
+    ckpt = tmp_path / "c.npz"
+    base = ["train", "--steps-per-epoch", "2", "--batch-size", "4", "--seed", "0", "--quiet"]
+    assert main(base + ["--epochs", "1", "--checkpoint", str(ckpt)]) == 0
+    head = json.loads(str(_snapshot(ckpt)["header"]))
+    del head["run"]
+    content = _snapshot(ckpt)
+    content["header"] = np.array(json.dumps(head))
+    np.savez(ckpt, **content)
+    capsys.readouterr()
+    assert main(base + ["--epochs", "2", "--resume", "--checkpoint", str(ckpt)]) == 0
+    assert "records no run options" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_weights_that_make_the_model_overflow_give_an_error_naming_the_file(tmp_path, capsys):
+    content = _snapshot(PRETRAINED["book"])
+    key = f"weights/{FIRST_WEIGHT}"
+    content[key] = np.full_like(content[key], 3e38)
+    path = tmp_path / "huge.npz"
+    np.savez(path, **content)
+    assert main(["sample", "--checkpoint", str(path), "--n", "2", "--steps", "3",
+                 "--out", str(tmp_path / "g.png")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "huge.npz" in line and "NaN or infinite" in line
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_the_autoencoder_refuses_images_of_another_size():
+    ae = td.load_pretrained(kind="latent").autoencoder
+    with pytest.raises(ValueError, match=r"encode: images must have shape \(N, 28, 28\)"):
+        ae.encode(np.zeros((2, 32, 32, 1), np.float32))
+
+
+def test_an_autoencoder_file_under_another_name_gets_advice_that_works(tmp_path, capsys,
+                                                                        monkeypatch):
+    path = tmp_path / "wk_ae.npz"
+    save_checkpoint(path, build_autoencoder(seed=0))
+    monkeypatch.setattr(td, "load_fashion_mnist", _no_work)
+    assert main(["train", "--epochs", "2", "--resume", "--checkpoint", str(path)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "rename it" in line and "sample it with" not in line
+
+
+def test_evaluate_given_a_checkpoint_says_to_sample_it_first(capsys):
+    assert main(["evaluate", str(PRETRAINED["book"])]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "is a tinyddpm checkpoint (a model), not images" in line and len(line) < 400
+
+
+def test_a_newer_format_version_names_both_versions(good_checkpoint, tmp_path):
+    path = _edited(good_checkpoint, tmp_path / "new.npz", header={"format_version": 99})
+    with pytest.raises(CheckpointError, match="format version 99, and this tinyddpm"):
+        read_checkpoint(path)
+
+
+def test_a_folder_given_as_checkpoint_gets_a_checkpoint_name_as_example(tmp_path, capsys):
+    assert main(["train", "--epochs", "1", "--checkpoint", str(tmp_path)]) == 2
+    assert "ckpt.npz" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--pretrained", "book", "--guidance", "2"], "--guidance applies with --class"),
+    (["--pretrained", "conditional", "--guidance", "2"], "--guidance applies with --class"),
+    (["--pretrained", "book", "--sampler", "ddpm", "--steps", "5"], "--steps applies to"),
+    (["--pretrained", "book", "--sampler", "ddpm", "--eta", "1"], "--eta applies to"),
+    (["--pretrained", "book", "--steps", "4001"], "DDIM takes 1 to 4000 steps"),
+])
+def test_sample_options_that_would_be_ignored_are_refused(argv, words, tmp_path, capsys,
+                                                          monkeypatch):
+    for name in ("generate_ddim", "generate"):
+        monkeypatch.setattr(td, name, _no_work)
+    assert main(["sample", *argv, "--out", str(tmp_path / "g.png")]) == 2
+    assert words in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("model,words", [
+    (None, "model must be a tinyddpm model, or a callable"),
+    ("book", "load a model first, e.g. td.load_pretrained(kind='book')"),
+])
+def test_a_sampler_given_no_model_names_the_argument(model, words):
+    with pytest.raises(TypeError, match=None) as info:
+        td.generate_ddim(model, 2, steps=5)
+    assert words in str(info.value)
+
+
+def test_guidance_without_a_label_is_refused(book):
+    with pytest.raises(ValueError, match="guidance applies to a class-conditional model"):
+        td.generate_ddim(book, 2, steps=2, guidance=3)
+
+
+def test_a_checkpoint_that_cannot_be_replaced_is_found_before_the_work(tmp_path, capsys,
+                                                                     monkeypatch):
+    ckpt = tmp_path / "c.npz"
+    ckpt.write_bytes(b"PK")
+
+    def immutable(src, dst):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(os, "link", immutable)
+    monkeypatch.setattr(td, "load_fashion_mnist", _no_work)
+    assert main(["train", "--epochs", "2", "--resume", "--checkpoint", str(ckpt)]) == 2
+    assert "cannot be replaced" in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_named_pipe_is_refused_at_once(tmp_path, capsys):
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    assert main(["sample", "--checkpoint", str(fifo)]) == 2
+    assert "not a regular file" in _one_error_line(capsys.readouterr().err)
+    assert main(["evaluate", str(fifo)]) == 2
+    assert "not a regular file" in _one_error_line(capsys.readouterr().err)

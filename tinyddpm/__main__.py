@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sys
 import time
 
@@ -9,6 +11,7 @@ import numpy as np
 
 from ._cli import (HelpFormatter, UsageError, command, parser as new_parser, real_number,
                    whole_number)
+from .checkpoint import CheckpointError
 
 
 def progress_words(epochs_done, batches_done):
@@ -77,14 +80,37 @@ def _run_options(args, defaults, saved, ckpt):
     return notes
 
 
-def _saved_run(header, kind):
-    """The run options a checkpoint recorded (for files from before they were recorded: what
-    the header says, the data seed and whether the model is conditional)."""
-    if "run" in header:
-        return dict(header["run"])
-    saved = {"seed": header["data_seed"]} if "data_seed" in header else {}
+def _saved_run(header, kind, path, parser):
+    """The run options a checkpoint recorded, each checked with the option's own type (as if
+    given on the command line). For files from before they were recorded (or written from
+    Python): what the header says, the data seed and whether the model is conditional, with a
+    notice that the other options are as given now."""
+    saved = {}
     if kind in ("book", "conditional"):
         saved["conditional"] = kind == "conditional"
+    if "run" not in header:
+        if "data_seed" in header:
+            saved["seed"] = header["data_seed"]
+        print(f"note: {path} records no run options (an older tinyddpm, or saved from Python): "
+              "the resumed run takes the options given now, or their defaults; give the ones "
+              "it was started with (--batch-size, --steps-per-epoch, ...) to continue it "
+              "exactly", file=sys.stderr)
+        return saved
+    types = {a.dest: a.type for a in parser._actions if a.option_strings}
+    for name, value in header["run"].items():
+        if name not in types:
+            raise CheckpointError(f"{path!r}: the recorded run option {name!r} is unknown; the "
+                                  "file is damaged or was edited")
+        try:
+            ok = (isinstance(value, bool) if types[name] is None else value is None or (
+                not isinstance(value, (bool, str)) and types[name](repr(value)) == value))
+        except Exception as e:  # argparse's type functions raise ArgumentTypeError
+            ok, value = False, f"{value!r} ({e})"
+        if not ok or (name == "conditional" and kind in ("book", "conditional") and
+                      value != saved["conditional"]):
+            raise CheckpointError(f"{path!r}: the recorded run option {_flag(name)} is not "
+                                  f"valid: {value!r}; the file is damaged or was edited")
+        saved[name] = value
     return saved
 
 
@@ -104,7 +130,7 @@ def _lock_and_check(args, paths):
 
     for path in paths:
         try:
-            check_output(path, "--checkpoint", (".npz",), need_bytes=16 * 2**20)
+            check_output(path, "--checkpoint", (".npz",), need_bytes=16 * 2**20, example="ckpt")
         except ValueError as e:
             raise UsageError(str(e)) from None
     try:
@@ -139,7 +165,7 @@ def _run_record(args, names):
 
 def _train(args):
     import tinyddpm as td
-    from tinyddpm.checkpoint import read_checkpoint
+    from tinyddpm.checkpoint import checkpoint_kind, read_checkpoint
 
     ckpt = args.checkpoint
     best_path = os.path.splitext(ckpt)[0] + ".best.npz"
@@ -148,8 +174,7 @@ def _train(args):
     if args.resume:
         header = read_checkpoint(ckpt)[0]
         _expect(ckpt, header, ("book", "conditional"), "train")
-        saved = _saved_run(header, "conditional" if (header.get("config") or {}).get(
-            "num_classes") else "book")
+        saved = _saved_run(header, checkpoint_kind(header), ckpt, args.parser)
     notes = _run_options(args, TRAIN_OPTIONS, saved, ckpt)
     if not args.conditional and args.label_dropout != TRAIN_OPTIONS["label_dropout"]:
         raise UsageError("--label-dropout applies to a class-conditional model: add "
@@ -179,6 +204,7 @@ def _train(args):
     train_set = td.prepare_dataset(X_train, args.batch_size, shuffle=True, seed=seed, **labels)
     valid_set = td.prepare_dataset(X_valid, args.batch_size, seed=seed + 1,
                                    **({**labels, "labels": y_valid} if conditional else {}))
+    _check_position(model, args.steps_per_epoch or len(train_set), ckpt)
     what = ("the class-conditional U-Net (labels dropped with probability "
             f"{args.label_dropout:g})" if conditional else "the book's U-Net")
     print(f"Training {what} ({model.count_params():,} weights) on {len(X_train):,} "
@@ -190,6 +216,14 @@ def _train(args):
         return code
     print(f"Done in {time.perf_counter() - start:.0f} s. {_written(ckpt, best_path)}")
     return 0
+
+
+def _check_position(model, steps, ckpt):
+    """A checkpoint's place in its epoch must lie inside an epoch of this run."""
+    if model.step_in_epoch > steps:
+        raise CheckpointError(f"{ckpt!r} says {progress_words(model.epoch, model.step_in_epoch)}"
+                              f", but an epoch of this run has {steps} batches; the file is "
+                              "damaged or was edited")
 
 
 def _written(ckpt, best_path):
@@ -248,8 +282,17 @@ def _fit(model, train_set, valid_set, args, callbacks, epochs, ckpt):
                   verbose=0 if args.quiet else 1, steps_per_epoch=args.steps_per_epoch,
                   initial_epoch=model.epoch)
     except KeyboardInterrupt:
-        print(f"\nInterrupted with {progress_words(model.epoch, model.step_in_epoch)}; that "
-              f"state is saved in {ckpt}. Continue with:\n  {resume_command(args, args.argv)}")
+        from tinyddpm.checkpoint import read_checkpoint
+
+        if os.path.exists(ckpt):  # say what the file holds, not what we hoped to save
+            header = read_checkpoint(ckpt)[0]
+            print(f"\nInterrupted; {ckpt} holds "
+                  f"{progress_words(header['epoch'], header['step_in_epoch'])}. Continue with:\n"
+                  f"  {resume_command(args, args.argv)}")
+        else:
+            words = [w for w in shlex.split(resume_command(args, args.argv)) if w != "--resume"]
+            print(f"\nInterrupted before anything was saved. Start again with:\n  "
+                  f"{command(*words)}")
         return 130
     except td.TrainingDiverged as e:
         lower = args.learning_rate / 10
@@ -257,10 +300,10 @@ def _fit(model, train_set, valid_set, args, callbacks, epochs, ckpt):
             advice = (f"The last good checkpoint is {ckpt}; continue from it with a lower "
                       f"learning rate:\n  {resume_command(args, args.argv, learning_rate=lower)}")
         else:
-            words = [w for w in resume_command(args, args.argv, learning_rate=lower).split()
+            words = [w for w in shlex.split(resume_command(args, args.argv, learning_rate=lower))
                      if w != "--resume"]
             advice = (f"Nothing was saved yet (no epoch finished). Start again with a lower "
-                      f"learning rate:\n  {' '.join(words)}")
+                      f"learning rate:\n  {command(*words)}")
         print(f"\nStopped: {e}\n{advice}", file=sys.stderr)
         return 1
     except WriteError as e:
@@ -294,7 +337,7 @@ def _train_latent(args):
         path = ckpt if phase2 else ae_path
         header = read_checkpoint(path)[0]
         _expect(path, header, ("latent",) if phase2 else ("autoencoder",), "train-latent")
-        saved = _saved_run(header, "latent")
+        saved = _saved_run(header, "latent", path, args.parser)
         if phase2 and "ae_epochs" in saved:
             saved.pop("ae_epochs")  # phase 1 is over: --ae-epochs no longer matters
     notes = _run_options(args, LATENT_OPTIONS, saved, ckpt)
@@ -327,9 +370,10 @@ def _train_latent(args):
                   f"{args.batch_size}, seed {seed}")
             ae_ckpt = td.ModelCheckpoint(ae_path, save_on_interrupt=True,
                                          extra={"data_seed": seed, "run": run})
-            code = _fit(ae, latent.image_batches(X_train, args.batch_size, True, seed),
-                        latent.image_batches(X_valid, 256), args, [ae_ckpt], args.ae_epochs,
-                        ae_path)
+            ae_batches = latent.image_batches(X_train, args.batch_size, True, seed)
+            _check_position(ae, args.steps_per_epoch or len(ae_batches), ae_path)
+            code = _fit(ae, ae_batches, latent.image_batches(X_valid, 256), args, [ae_ckpt],
+                        args.ae_epochs, ae_path)
             if code:
                 return code
         ae.fit_latent_scale(X_train)
@@ -343,6 +387,7 @@ def _train_latent(args):
     Z_valid = model.autoencoder.encode(X_valid)
     train_set = td.prepare_dataset(Z_train, args.batch_size, shuffle=True, seed=seed, scale=False)
     valid_set = td.prepare_dataset(Z_valid, args.batch_size, seed=seed + 1, scale=False)
+    _check_position(model, args.steps_per_epoch or len(train_set), ckpt)
     print(f"Phase 2/2: the latent U-Net ({model.unet.count_params():,} weights) on "
           f"{len(Z_train):,} latents {Z_train.shape[1:]}, batch {args.batch_size}, seed {seed}")
     callbacks = _checkpoints(model, ckpt, best_path, run)
@@ -398,9 +443,20 @@ def _sample(args):
             except ValueError as e:
                 raise UsageError(f"--class: {e}") from None
     T = model.config["T"]
-    if args.sampler == "ddim" and args.steps >= T:
-        raise UsageError(f"--steps: this model has T = {T} time steps, so DDIM takes 1 to {T - 1} "
-                         f"steps, got {args.steps} (the full loop is --sampler ddpm)")
+    if args.sampler == "ddpm":
+        for option, value in (("--steps", args.steps), ("--eta", args.eta)):
+            if value is not None:
+                raise UsageError(f"{option} applies to --sampler ddim; ddpm takes every step of "
+                                 "the slide's loop: drop it")
+    args.steps = 50 if args.steps is None else args.steps
+    args.eta = 0.0 if args.eta is None else args.eta
+    if args.sampler == "ddim" and args.steps > T:
+        raise UsageError(f"--steps: this model has T = {T} time steps, so DDIM takes 1 to {T} "
+                         f"steps, got {args.steps}")
+    if args.guidance is not None and label is None:
+        raise UsageError("--guidance applies with --class (a class-conditional model and the "
+                         "class to draw): add --class, or drop --guidance")
+    args.guidance = 3.0 if args.guidance is None else args.guidance
     used_ema = not args.no_ema and model.use_ema_weights()
     if used_ema and args.recalibrate:
         # the BatchNorm statistics in the checkpoint belong to the trained weights, not to their
@@ -412,12 +468,15 @@ def _sample(args):
         print(f"BatchNorm statistics re-estimated for the averaged weights ({used} batches)")
     model.eval()
     start = time.perf_counter()
-    guide = {"label": label, "guidance": args.guidance}
-    if args.sampler == "ddpm":
-        images = td.generate(model, n, seed=args.seed, **guide)
-    else:
-        images = td.generate_ddim(model, n, steps=args.steps, eta=args.eta, seed=args.seed,
-                                  progress=True, **guide)
+    guide = {"label": label, "guidance": args.guidance} if label is not None else {}
+    try:
+        if args.sampler == "ddpm":
+            images = td.generate(model, n, seed=args.seed, **guide)
+        else:
+            images = td.generate_ddim(model, n, steps=args.steps, eta=args.eta, seed=args.seed,
+                                      progress=True, **guide)
+    except FloatingPointError as e:
+        raise CheckpointError(f"{args.checkpoint!r}: {e}") from None
     took = time.perf_counter() - start
     what = "DDPM, %d steps" % (model.config["T"] - 1) if args.sampler == "ddpm" else \
         f"DDIM, {args.steps} steps"
@@ -501,7 +560,7 @@ def build_parser():
     train.add_argument("--label-dropout", type=real_number(0, 1, high_open=True), default=None,
                        metavar="P", help="with --conditional: train on 'no class' with "
                        "probability P (default: 0.1; with --resume, the checkpoint's)")
-    train.set_defaults(func=_train)
+    train.set_defaults(func=_train, parser=train)
 
     tl = command_parser(
         "train-latent", help="train a latent diffusion model (autoencoder, then a DDPM over its "
@@ -517,7 +576,7 @@ def build_parser():
     tl.add_argument("--epochs", type=whole_number(1), required=True,
                     help="latent DDPM epochs in all (phase 2)")
     _training_options(tl, "latent.npz")
-    tl.set_defaults(func=_train_latent)
+    tl.set_defaults(func=_train_latent, parser=tl)
 
     sample = command_parser(
         "sample", help="generate images from a shipped model or a checkpoint",
@@ -535,18 +594,18 @@ def build_parser():
     sample.add_argument("--class", dest="class_", default=None, metavar="CLASS",
                         help="with a class-conditional model: the class to draw, by name "
                         "('sneaker') or number (7), or 'all' for a grid with one class a row")
-    sample.add_argument("--guidance", type=real_number(), default=3.0, metavar="W",
-                        help="classifier-free guidance weight w: eps = eps_uncond + w (eps_cond "
-                        "- eps_uncond); 0 unconditional, 1 conditional")
+    sample.add_argument("--guidance", type=real_number(), default=None, metavar="W",
+                        help="with --class: classifier-free guidance weight w: eps = eps_uncond + "
+                        "w (eps_cond - eps_uncond); 0 unconditional, 1 conditional (default: 3)")
     sample.add_argument("--n", type=whole_number(1, 100_000), default=None,
                         help="number of images, up to 100,000 a run (default: 64; with --class "
                         "all: 100)")
     sample.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim",
                         help="ddim (fast) or ddpm (the slide's loop, all T - 1 steps)")
-    sample.add_argument("--steps", type=whole_number(1), default=50,
-                        help="DDIM steps, 1 to T - 1 (3,999 for the shipped models)")
-    sample.add_argument("--eta", type=real_number(0), default=0.0,
-                        help="DDIM eta (0: deterministic, 1: as much noise as DDPM)")
+    sample.add_argument("--steps", type=whole_number(1), default=None,
+                        help="DDIM steps, 1 to T (4,000 for the shipped models) (default: 50)")
+    sample.add_argument("--eta", type=real_number(0), default=None,
+                        help="DDIM eta: 0 deterministic, 1 as much noise as DDPM (default: 0)")
     sample.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=None,
                         help="seed of the starting noise (default: a random one)")
     sample.add_argument("--out", default="grid.png", help="PNG grid path")
@@ -559,7 +618,7 @@ def build_parser():
                         "many training batches first (0: don't)")
     sample.add_argument("--data-dir", default=None, help="folder with the IDX files, for "
                         "--recalibrate (default: the usual places, then the embedded subset)")
-    sample.set_defaults(func=_sample)
+    sample.set_defaults(func=_sample, parser=sample)
 
     from tinyddpm.metrics import add_evaluate_command
     add_evaluate_command(sub)
@@ -568,16 +627,22 @@ def build_parser():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.argv = argv
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # epoch lines reach a log file at once
     from tinyddpm._files import FileLock, WriteError
-    from tinyddpm.checkpoint import CheckpointError
     from tinyddpm.data import DataError
 
+    def stop(signum, frame):  # SIGTERM (kill, timeout) outside training: end as Ctrl-C does
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return 130
     except (CheckpointError, DataError, UsageError, WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

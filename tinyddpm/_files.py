@@ -31,6 +31,13 @@ class WriteError(OSError):
     message names the file and the reason, and any previous version of it is unchanged."""
 
 
+def _write_error(cause, message):
+    """A WriteError whose text is ``message`` alone (no "[Errno N]" before it)."""
+    error = WriteError(message)
+    error.errno = cause.errno
+    return error
+
+
 class LockedError(RuntimeError):
     """Another running process holds the lock on a file this process wants to write."""
 
@@ -77,9 +84,9 @@ def atomic_write(path, write, binary=True):
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        raise WriteError(e.errno, f"could not write {path!r}: {reason(e)}"
-                         + ("; the previous file is unchanged" if os.path.exists(path) else "")
-                         ) from None
+        raise _write_error(e, f"could not write {path!r}: {reason(e)}"
+                           + ("; the previous file is unchanged" if os.path.exists(path) else "")
+                           ) from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
@@ -128,9 +135,10 @@ def _umask():
     return mask
 
 
-def check_output(path, option, suffixes=None, need_bytes=0):
+def check_output(path, option, suffixes=None, need_bytes=0, example="samples"):
     """Before any work: ``path`` (given as ``option``) names a file, with one of ``suffixes``,
-    in an existing folder where a file can really be created, with ``need_bytes`` free.
+    in an existing folder where a file can really be created, with ``need_bytes`` free; an
+    existing file there must be replaceable. ``example``: a file name to suggest.
 
     Raises
     ------
@@ -140,7 +148,7 @@ def check_output(path, option, suffixes=None, need_bytes=0):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        example = os.path.join(path, "samples" + (suffixes[0] if suffixes else ""))
+        example = os.path.join(path, example + (suffixes[0] if suffixes else ""))
         raise ValueError(f"{option} {path!r} is a folder: give a file name, e.g. {example!r}")
     if suffixes and os.path.splitext(path)[1].lower() not in suffixes:
         raise ValueError(f"{option} {path!r}: the file name must end in {' or '.join(suffixes)}")
@@ -154,8 +162,18 @@ def check_output(path, option, suffixes=None, need_bytes=0):
     except OSError as e:
         raise ValueError(f"{option} {path!r}: cannot write in {folder!r}: {reason(e)}; choose "
                          "another place") from None
-    if os.path.exists(path) and not os.access(path, os.W_OK) and os.geteuid() != 0:
-        raise ValueError(f"{option} {path!r}: the file exists and is read-only")
+    if os.path.exists(path):
+        if not os.path.isfile(path):
+            raise ValueError(f"{option} {path!r} exists and is not a regular file")
+        probe = f"{os.path.join(folder, _temp_prefix(path))}{os.getpid()}-link"
+        try:  # a file that may not be replaced (immutable, append-only) refuses a new link
+            os.link(path, probe)
+            os.remove(probe)
+        except PermissionError as e:
+            raise ValueError(f"{option} {path!r}: the file exists and cannot be replaced: "
+                             f"{reason(e)}; choose another place") from None
+        except OSError:  # no hard links on this file system: nothing to learn here
+            pass
     if need_bytes:
         import shutil
 
@@ -197,12 +215,12 @@ class FileLock:
             try:
                 fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
             except OSError as e:
-                raise WriteError(e.errno, f"could not create the lock {self.lock_path!r}: "
-                                 f"{reason(e)}") from None
+                raise _write_error(e, f"could not create the lock {self.lock_path!r}: "
+                                   f"{reason(e)}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                owner = _read(fd)
+                owner = ": ".join(_read(fd).splitlines()[:2])
                 os.close(fd)
                 raise LockedError(f"{self.path!r} is in use by {what} ({owner or 'pid unknown'})"
                                   f": wait until it finishes, or choose another file") from None
@@ -213,12 +231,13 @@ class FileLock:
             if same:
                 break
             os.close(fd)
-        previous = _read(fd).split(":", 1)[0]
+        previous = _read(fd).split("\n", 1)[0]
         if previous and not previous.startswith(f"pid {os.getpid()} "):
             print(f"tinyddpm: took over the lock on {self.path} left by {previous}, a run that "
                   "ended without releasing it (killed?)", file=sys.stderr)
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
                  f"{' '.join(sys.argv) or 'python'}\n".encode())
         FileLock._held[self.lock_path] = [fd, 1]
         return self
@@ -254,4 +273,4 @@ class FileLock:
 
 def _read(fd):
     os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, 1000).decode(errors="replace").strip()
+    return os.read(fd, 1000).decode(errors="replace").replace("\0", "").strip()

@@ -77,6 +77,8 @@ def read_checkpoint(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path!r} is a folder; give the .npz file in it")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} is not a regular file (a pipe or a device?)")
     try:
         with open(path, "rb") as f:
             if f.read(2) != b"PK":  # every .npz is a zip archive
@@ -92,7 +94,8 @@ def read_checkpoint(path):
             ema = {k[len("ema/"):]: data[k] for k in data.files if k.startswith("ema/")}
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, json.JSONDecodeError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, RecursionError,
+            json.JSONDecodeError) as e:
         why = f"{type(e).__name__}: {e}"
         if "pickle" in why:  # NumPy's own message advises loading it unsafely: never
             why = "it holds pickled Python objects, which tinyddpm never loads (that could run code)"
@@ -140,8 +143,9 @@ def _check_header(path, header):
     if not whole(version):
         fail("format_version", "a whole number")
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path!r} was written by a newer tinyddpm "
-                              f"({header.get('library_version')}); upgrade to read it")
+        raise CheckpointError(f"{path!r} has format version {version}, and this tinyddpm "
+                              f"({__version__}) reads up to {FORMAT_VERSION}: it was written by "
+                              "a newer tinyddpm (upgrade to read it), or edited")
     checks = {"epoch": (whole, "a whole number >= 0"),
               "step_in_epoch": (whole, "a whole number >= 0"),
               "partial_samples": (whole, "a whole number >= 0"),
@@ -159,10 +163,48 @@ def _check_header(path, header):
     for field, (ok, expected) in checks.items():
         if field in header and not ok(header[field]):
             fail(field, expected)
-    config = header.get("config") or {}
-    if "T" in config and not (whole(config["T"]) and config["T"] >= 1):
-        raise CheckpointError(f"{path!r}: the config's T must be a whole number >= 1, got "
-                              f"{config['T']!r}")
+    for where, config in _model_configs(header):
+        _check_config(path, where, config)
+
+
+# The fields of a diffusion U-Net's config: (check, what it must be). The bounds keep a damaged
+# or edited file from asking for a model that cannot be built (an embedding of 1e9 numbers).
+_CONFIG_FIELDS = {
+    "T": (lambda v: _whole(v) and 1 <= v <= 100_000, "a whole number in 1..100,000"),
+    "embed_size": (lambda v: _whole(v) and 2 <= v <= 4096 and v % 2 == 0,
+                   "an even whole number in 2..4096"),
+    "widths": (lambda v: isinstance(v, list) and 1 <= len(v) <= 6 and
+               all(_whole(w) and 2 <= w <= 4096 for w in v), "a list of 1 to 6 widths in 2..4096"),
+    "num_classes": (lambda v: _whole(v) and 1 <= v <= 100_000, "a whole number in 1..100,000"),
+    "image_shape": (lambda v: isinstance(v, list) and len(v) == 3 and
+                    all(_whole(d) and 1 <= d <= 4096 for d in v), "a list [H, W, C]"),
+}
+
+
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _model_configs(header):
+    """(where, config) of each diffusion U-Net the header describes."""
+    config = header.get("config")
+    if header.get("model_class") == "DiffusionUNet":
+        return [("config", config if isinstance(config, dict) else {})]
+    if isinstance(config, dict) and config.get("latent"):
+        return [("config.unet", config.get("unet"))]
+    return []
+
+
+def _check_config(path, where, config):
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path!r}: {where} must be a JSON object, got {config!r}; the "
+                              "file is damaged or was edited")
+    for field, (ok, expected) in _CONFIG_FIELDS.items():
+        if field in config or field in ("T", "embed_size", "widths"):
+            if field not in config or not ok(config[field]):
+                raise CheckpointError(f"{path!r}: {where}.{field} must be {expected}, got "
+                                      f"{config.get(field, 'nothing')!r}; the file is damaged "
+                                      "or was edited")
     try:
         schedule_spec(config.get("schedule"))
     except (TypeError, ValueError) as e:
@@ -200,10 +242,6 @@ KINDS = {
     "latent": ("a latent diffusion model (from `train-latent`)",
                "python -m tinyddpm train-latent --resume --checkpoint {path}",
                "python -m tinyddpm sample --checkpoint {path}"),
-    "autoencoder": ("the autoencoder of a latent diffusion run (phase 1 of `train-latent`)",
-                    "python -m tinyddpm train-latent --resume --checkpoint {run}",
-                    "(an autoencoder alone generates nothing: sample the latent model, "
-                    "{run}, once `train-latent` has made it)"),
 }
 
 
@@ -229,10 +267,18 @@ def describe_kind(path, header):
         return (f"holds a {header.get('model_class', 'model')} saved from Python, which the "
                 "command line does not train or sample; load it with load_checkpoint(path, "
                 "model) or keras.models.load_model(path)")
+    if kind == "autoencoder":
+        suffix = ".autoencoder.npz"
+        run = path[:-len(suffix)] + ".npz" if path.endswith(suffix) else None
+        how = (f"continue that run with `python -m tinyddpm train-latent --resume --checkpoint "
+               f"{run}`" if run else f"`train-latent` looks for it as <checkpoint>{suffix} "
+               f"beside the run's --checkpoint (so rename it, e.g. to run{suffix}, and continue "
+               f"with `python -m tinyddpm train-latent --resume --checkpoint run.npz`)")
+        return (f"holds the autoencoder of a latent diffusion run (phase 1 of `train-latent`), "
+                f"which generates nothing by itself: {how}")
     what, train, sample = KINDS[kind]
-    run = path.replace(".autoencoder.npz", ".npz")
-    return (f"holds {what}: continue its training with `{train.format(path=path, run=run)}`, "
-            f"sample it with `{sample.format(path=path, run=run)}`")
+    return (f"holds {what}: continue its training with `{train.format(path=path)}`; sample it "
+            f"with `{sample.format(path=path)}`")
 
 
 def load_checkpoint(path, model, optimizer=None):

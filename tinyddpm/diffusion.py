@@ -596,14 +596,36 @@ def _finite(name, value, low=None):
     return float(value)
 
 
-def _check_sampling(batch_size, seed, guidance, callback):
-    """The arguments every sampler shares, checked before any work."""
+def _check_sampling(model, batch_size, seed, label, guidance, callback):
+    """The arguments every sampler shares, checked before any work; returns the guidance
+    weight (None: 3, the default, where a label is given)."""
+    if isinstance(model, str):
+        raise TypeError(f"model: got the string {model!r}; load a model first, e.g. "
+                        f"td.load_pretrained(kind={model!r}) or td.load_pretrained()")
+    if not callable(model):
+        raise TypeError("model must be a tinyddpm model, or a callable that maps {'X_noisy': "
+                        "x_t, 'time': t} to the predicted noise, got "
+                        f"{type(model).__name__}")
     _whole_number("batch_size", batch_size, 1)
     if seed is not None and not isinstance(seed, np.random.Generator):
         _whole_number("seed", seed, 0)
-    _finite("guidance", guidance)
+    if guidance is not None:
+        _finite("guidance", guidance)
+        if label is None:
+            raise ValueError("guidance applies to a class-conditional model with a label (the "
+                             "class to draw): give label=..., or drop guidance")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    return 3.0 if guidance is None else float(guidance)
+
+
+def _check_finite(X, t):
+    """Samples that became NaN or infinite are an error, not a picture (a damaged or diverged
+    model: its weights give non-finite noise predictions)."""
+    if not np.isfinite(X.sum()) and not np.isfinite(X).all():
+        raise FloatingPointError(f"sampling produced NaN or infinite values at t = {t}: the "
+                                 "model's predictions are not finite (damaged weights, or a "
+                                 "run that diverged)")
 
 
 def _to_unit_range(X):
@@ -635,7 +657,7 @@ def ddpm_step(X, eps, t, alpha, alpha_cumprod, beta, z):
 
 
 def generate(model, batch_size=32, seed=None, T=None, progress=True, callback=None, label=None,
-             guidance=3.0):
+             guidance=None):
     """The slide's ``generate``: start from pure noise and apply every reverse step.
 
         X = N(0, I);  for t = T-1 .. 1:  X = ddpm_step(X, model(X, t), t, z)
@@ -644,10 +666,10 @@ def generate(model, batch_size=32, seed=None, T=None, progress=True, callback=No
     X)`` is called after each step (e.g. to record frames). Returns images in [0, 1],
     (batch_size, 28, 28, 1) float32. Deterministic for a given ``seed``. A latent model
     (:mod:`tinyddpm.latent`) runs the same loop on its latents, then decodes them. For a
-    class-conditional model, ``label`` (a class, or one per image) and ``guidance`` (w) steer
-    the noise prediction (see :func:`_predict_noise`).
+    class-conditional model, ``label`` (a class, or one per image) and ``guidance`` (w, default
+    3) steer the noise prediction (see :func:`_predict_noise`).
     """
-    _check_sampling(batch_size, seed, guidance, callback)
+    guidance = _check_sampling(model, batch_size, seed, label, guidance, callback)
     label = _labels(model, label, batch_size)
     alpha, alpha_cumprod, beta = model_schedule(model, T)
     T_ = len(alpha) - 1
@@ -661,6 +683,7 @@ def generate(model, batch_size=32, seed=None, T=None, progress=True, callback=No
         z = rng.standard_normal(X.shape, dtype=np.float32) if t > 1 else np.zeros_like(X)
         eps = _predict_noise(model, X, t, label, guidance)
         X = ddpm_step(X, eps, t, alpha, alpha_cumprod, beta, z)
+        _check_finite(X, t)
         if callback is not None:
             callback(t, X)
     return _finish(model, X)
@@ -696,7 +719,7 @@ def ddim_step(X, eps, abar_t, abar_prev, eta=0.0, clip=True, z=None):
 
 
 def generate_ddim(model, batch_size=32, steps=50, eta=0.0, clip=True, seed=None, T=None,
-                  progress=False, callback=None, label=None, guidance=3.0):
+                  progress=False, callback=None, label=None, guidance=None):
     """Fast sampling with DDIM over ``steps`` evenly spaced time steps (see :func:`ddim_step`).
 
     ``eta=0`` is deterministic given the starting noise; ``eta=1`` is DDPM-like. ``clip`` keeps
@@ -705,7 +728,7 @@ def generate_ddim(model, batch_size=32, steps=50, eta=0.0, clip=True, seed=None,
     Returns images in [0, 1], (batch_size, 28, 28, 1) float32; deterministic for a ``seed``.
     ``label`` and ``guidance``: as in :func:`generate`, for a class-conditional model.
     """
-    _check_sampling(batch_size, seed, guidance, callback)
+    guidance = _check_sampling(model, batch_size, seed, label, guidance, callback)
     eta = _finite("eta", eta, low=0)
     if not (isinstance(clip, bool) or clip is None):
         _finite("clip", clip, low=0)
@@ -727,6 +750,7 @@ def generate_ddim(model, batch_size=32, steps=50, eta=0.0, clip=True, seed=None,
         z = rng.standard_normal(X.shape, dtype=np.float32) if eta > 0 else None
         eps = _predict_noise(model, X, t, label, guidance)
         X = ddim_step(X, eps, abar_t, abar_prev, eta, clip, z)
+        _check_finite(X, t)
         if callback is not None:
             callback(t, X)
     return _finish(model, X)

@@ -69,8 +69,14 @@ class Autoencoder(Model):
         return (7, 7, self.config["latent_channels"])
 
     def encode(self, images, batch_size=256):
-        """Images (N, 28, 28[, 1]), uint8 or float in [0, 1] -> normalised latents (N, 7, 7, C)."""
-        X = _images_nhwc01(images) * 2 - 1
+        """Images (N, 28, 28[, 1]), uint8 or float in [0, 1] -> normalised latents (N, 7, 7, C).
+
+        Raises ValueError for images of another size (the latents would not fit the decoder)."""
+        X = _images_nhwc01(images)
+        if X.shape[1:] != (28, 28, 1):
+            raise ValueError(f"encode: images must have shape (N, 28, 28) or (N, 28, 28, 1), "
+                             f"got {np.shape(images)}")
+        X = X * 2 - 1
         raw = self._batched(self.encoder, X, batch_size)
         return ((raw - self.latent_mean) / self.latent_std).astype(np.float32)
 

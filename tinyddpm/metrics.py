@@ -304,6 +304,8 @@ def load_images_file(path):
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give the .npy file of images (from "
                          "`python -m tinyddpm sample --npy FILE`)")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a pipe or a device?)")
     with open(path, "rb") as f:
         magic = f.read(6)
     if magic != b"\x93NUMPY" and magic[:2] != b"PK":
@@ -323,7 +325,12 @@ def load_images_file(path):
                 return data["images"]
             if len(data.files) == 1:
                 return data[data.files[0]]
-            raise ValueError(f"{path}: an .npz with several arrays ({data.files}); name the "
+            if "header" in data.files and any(k.startswith("weights/") for k in data.files):
+                raise ValueError(f"{path} is a tinyddpm checkpoint (a model), not images: "
+                                 "sample from it first, `python -m tinyddpm sample --checkpoint "
+                                 f"{path} --n 1000 --npy samples.npy`, then evaluate samples.npy")
+            shown = ", ".join(data.files[:5]) + (", ..." if len(data.files) > 5 else "")
+            raise ValueError(f"{path}: an .npz with {len(data.files)} arrays ({shown}); name the "
                              "images array 'images' or save a .npy")
     return data
 

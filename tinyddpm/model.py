@@ -383,10 +383,10 @@ class Model(Module):
         ``validation_data`` is evaluated after every epoch in inference mode with the same noise
         each time (``set_epoch(0)``). Data that runs out (a one-shot generator) stops training
         with a warning; it is never reported as a loss. The callbacks get every Keras hook (see
-        :mod:`tinyddpm.callbacks`). Ctrl-C stops at the end of the current batch (a second one
-        at once); callbacks then get ``on_interrupt`` (``ModelCheckpoint`` saves the state
-        there) and KeyboardInterrupt is raised again. A NaN or infinite loss raises
-        :class:`TrainingDiverged` before the weights change. ``verbose``: 0 silent, 1 a progress
+        :mod:`tinyddpm.callbacks`). Ctrl-C (or SIGTERM) stops at the end of the current batch (a
+        second one at once); callbacks then get ``on_interrupt`` (``ModelCheckpoint`` saves the
+        state there) and KeyboardInterrupt is raised. A NaN or infinite loss, gradient or update
+        raises :class:`TrainingDiverged` before the weights change. ``verbose``: 0 silent, 1 a progress
         bar per epoch, 2 one line per epoch. The model is in inference mode afterwards (or in
         the mode it was in).
         """
@@ -400,6 +400,11 @@ class Model(Module):
         if initial_epoch is None or _whole(initial_epoch, "fit(): initial_epoch") != self.epoch:
             self.epoch, self.step_in_epoch = initial_epoch or 0, 0  # start that epoch afresh
         self.run_history.truncate(self.epoch)
+        steps_known = steps_per_epoch or (len(train_set) if hasattr(train_set, "__len__") else None)
+        if steps_known is not None and self.step_in_epoch > steps_known:
+            raise ValueError(f"fit(): this model stopped {self.step_in_epoch} batches into epoch "
+                             f"{self.epoch + 1}, but an epoch of this data has {steps_known}; "
+                             "the state was not saved from this data (or was edited)")
         _check_schedule(self, train_set, "x")
         _check_schedule(self, validation_data, "validation_data")
         size = getattr(train_set, "batch_size", None)
@@ -446,6 +451,9 @@ class Model(Module):
                         if not history.epoch:
                             raise
                         ran_out = True
+                    except KeyboardInterrupt:  # the epoch is trained: saved as its last batch
+                        hooks.on_interrupt(epoch, self.step_in_epoch)
+                        raise
                 self.epoch, self.step_in_epoch = epoch + 1, 0
                 self.run_history.append(epoch, logs)  # before the callbacks: checkpoints hold it
                 if ran_out:
@@ -599,10 +607,12 @@ class Model(Module):
 
 @contextlib.contextmanager
 def _interrupt_between_batches():
-    """Defer Ctrl-C to the end of the current batch, so no update is left half-applied.
+    """Defer Ctrl-C (SIGINT) and SIGTERM (what ``kill``, ``timeout`` and job schedulers send)
+    to the end of the current batch, so no update is left half-applied; both then stop training
+    as Ctrl-C does (callbacks get ``on_interrupt``: ``ModelCheckpoint`` saves the state).
 
-    Yields a function that says whether Ctrl-C was pressed; a second Ctrl-C interrupts at once.
-    Only the main thread can handle signals; elsewhere Ctrl-C behaves as usual.
+    Yields a function that says whether one arrived; a second one interrupts at once. Only the
+    main thread can handle signals; elsewhere they behave as usual.
     """
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
@@ -614,11 +624,12 @@ def _interrupt_between_batches():
             raise KeyboardInterrupt
         pressed.append(True)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield lambda: bool(pressed)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _progress(total, desc, verbose, initial=0):  # verbose: whether to show a bar
