@@ -149,7 +149,7 @@ def test_resume_with_nothing_left_says_to_raise_epochs(tmp_path, monkeypatch, ca
     (["sample", "--pretrained", "book", "--out", "{tmp}/no/such/g.png"], "does not exist"),
     (["sample", "--pretrained", "book", "--npy", "{tmp}/s.png"], "must end in .npy"),
     (["sample", "--pretrained", "conditional", "--class", "spaceship"], "--class:"),
-    (["sample", "--pretrained", "conditional", "--class", "all", "--n", "7"], "at least 10"),
+    (["sample", "--pretrained", "conditional", "--class", "all", "--n", "7"], "a multiple of 10"),
     (["sample", "--pretrained", "book", "--class", "bag"], "without classes"),
     (["sample", "--pretrained", "book", "--latent"], "not a latent diffusion model"),
     (["sample", "--checkpoint", "{tmp}/none.npz"], "does not exist"),

@@ -87,7 +87,7 @@ def test_a_resume_from_the_printed_command_is_bit_identical(signum, where, tmp_p
         return real(self, *args)
     monkeypatch.setattr(td.Model, name, then_signal)
     capsys.readouterr()
-    assert main(TRAIN + ["--checkpoint", broken]) == 130
+    assert main(TRAIN + ["--checkpoint", broken]) == 128 + signum
     out = capsys.readouterr().out
     holds = "3 batches into epoch 2" if where == "batch" else "6 batches into epoch 2"
     assert f"broken.npz holds 1 epoch finished, {holds}" in out
@@ -547,7 +547,7 @@ def test_a_full_disk_keeps_the_previous_sample_files(target, tmp_path, capsys, m
         import matplotlib.pyplot as plt
         monkeypatch.setattr(plt, "imsave", _disk_full)
     code = main(["sample", "--pretrained", "book", "--n", "2", "--steps", "1", "--seed", "0",
-                 "--recalibrate", "0", "--npy", str(npy), "--out", str(png)])
+                 "--npy", str(npy), "--out", str(png)])
     assert code == 2
     line = _one_error_line(capsys.readouterr().err)
     what = npy if target == "npy" else png
@@ -689,9 +689,9 @@ def autoencoder_file(tmp_path_factory):
 
 @pytest.mark.parametrize("argv,words", [
     (["train", "--epochs", "9", "--resume", "--checkpoint", "{latent}"],
-     ["holds a latent diffusion model", "train-latent --resume --checkpoint"]),
+     ["holds a latent diffusion model", "train-latent --resume --epochs 50 --checkpoint"]),
     (["train", "--epochs", "9", "--resume", "--checkpoint", "{ae}"],
-     ["holds the autoencoder", "train-latent --resume --checkpoint", "run.npz"]),
+     ["holds the autoencoder", "train-latent --resume --epochs", "run.npz"]),
     (["train", "--epochs", "9", "--init-from", "{latent}", "--checkpoint", "{tmp}/n.npz"],
      ["`train --init-from` cannot use", "latent diffusion model"]),
     (["sample", "--checkpoint", "{ae}"], ["holds the autoencoder", "generates nothing"]),
@@ -722,7 +722,7 @@ def test_train_latent_on_a_pixel_file_points_to_train_not_to_an_option_it_lacks(
 
 def test_sample_finds_a_latent_model_without_being_told(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(PRETRAINED["latent"]), "--n", "2", "--steps",
-                 "2", "--recalibrate", "0", "--out", str(tmp_path / "g.png")]) == 0
+                 "2", "--out", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g.png").exists()
 
 
@@ -794,8 +794,8 @@ def test_a_stale_lock_is_rewritten_from_the_start_and_named_in_full(tmp_path, ca
     ({"run": {"label_dropout": 5}}, "--label-dropout is not valid"),
     ({"run": {"seed": 1.5}}, "--seed is not valid"),
     ({"run": {"frobnicate": 1}}, "'frobnicate' is unknown"),
-    ({"run": {"conditional": True}}, "--conditional is not valid"),
-    ({"config": None}, "config.T must be"),
+    ({"run": {"conditional": True}}, "--conditional (True) disagrees with the model"),
+    ({"config": None}, "config.T is missing"),
     ({"config": {"T": 4000, "embed_size": 10**9, "widths": [32, 64, 128]}}, "embed_size must be"),
     ({"config": {"T": 4000, "embed_size": 64, "widths": [32, 64, 128], "num_classes": -1}},
      "num_classes must be"),
@@ -934,3 +934,76 @@ def test_a_named_pipe_is_refused_at_once(tmp_path, capsys):
     assert "not a regular file" in _one_error_line(capsys.readouterr().err)
     assert main(["evaluate", str(fifo)]) == 2
     assert "not a regular file" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("arrays,header,words", [
+    ({"weights/bn_in.moving_variance": -1.0}, None, "negative values, which a variance cannot"),
+    ({"optimizer/v/0": -1.0}, None, "optimizer/v/0 holds negative values"),
+    (None, {"format_version": 0}, "'format_version' must be a whole number >= 1"),
+    (None, {"epoch": 10**30}, "'epoch' must be a whole number in 0..1,000,000"),
+    (None, {"history": {}, "epoch": 1}, None),  # an empty history is fine
+    (None, {"history": {"loss": [0.1, 0.2]}}, "2 epochs of loss but the header says 1"),
+    (None, {"history": {"loss": [float("nan")]}}, "lists of finite numbers"),
+    (None, {"optimizer_class": "SGD"}, "holds the state of a SGD optimizer, not of the Nadam"),
+])
+def test_values_no_run_could_have_written_are_refused(arrays, header, words, good_checkpoint,
+                                                      tmp_path):
+    replaced = {}
+    source = _snapshot(good_checkpoint)
+    for key, value in (arrays or {}).items():
+        replaced[key] = np.full_like(source[key], value)
+    path = _edited(good_checkpoint, tmp_path / "odd.npz", replaced, header)
+    model = td.build_diffusion_model(seed=1).compile(ema=0.999)
+    if words is None:
+        load_checkpoint(path, model, model.optimizer)
+        return
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, model, model.optimizer)
+    assert words in str(info.value)
+
+
+def test_a_best_file_that_cannot_be_replaced_is_found_before_the_work(tmp_path, capsys,
+                                                                    monkeypatch):
+    (tmp_path / "c.best.npz").write_bytes(b"PK")
+    real_link = os.link
+
+    def immutable(src, dst):
+        if str(src).endswith(".best.npz"):
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return real_link(src, dst)
+    monkeypatch.setattr(os, "link", immutable)
+    monkeypatch.setattr(td, "load_fashion_mnist", _no_work)
+    assert main(["train", "--epochs", "2", "--checkpoint", str(tmp_path / "c.npz")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "c.best.npz" in line and "cannot be replaced" in line
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--pretrained", "book", "--no-ema"], "--no-ema: "),
+    (["--pretrained", "book", "--recalibrate", "5"], "--recalibrate applies to the moving"),
+    (["--pretrained", "book", "--data-dir", "/nonexistent"], "--data-dir applies to the moving"),
+    (["--pretrained", "conditional", "--class", "all", "--n", "15"], "a multiple of 10"),
+])
+def test_sample_options_for_what_the_model_lacks_are_refused(argv, words, tmp_path, capsys,
+                                                              monkeypatch):
+    for name in ("generate_ddim", "generate"):
+        monkeypatch.setattr(td, name, _no_work)
+    assert main(["sample", *argv, "--out", str(tmp_path / "g.png")]) == 2
+    assert words in _one_error_line(capsys.readouterr().err)
+
+
+def test_an_interrupt_between_the_latent_phases_says_how_to_go_on(tmp_path, subset, capsys,
+                                                                   monkeypatch):
+    from tinyddpm import latent
+    from tinyddpm.model import Interrupted
+
+    def interrupted(self, *args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+    monkeypatch.setattr(latent.Autoencoder, "fit_latent_scale", interrupted)
+    ckpt = tmp_path / "lt.npz"
+    code = main(["train-latent", "--ae-epochs", "1", "--epochs", "1", "--steps-per-epoch", "2",
+                 "--batch-size", "4", "--seed", "0", "--quiet", "--checkpoint", str(ckpt)])
+    assert code == 128 + signal.SIGTERM
+    out = capsys.readouterr().out
+    assert "lt.autoencoder.npz holds 1 epoch finished" in out and "--resume" in out
+    assert not list(tmp_path.glob("*.lock"))

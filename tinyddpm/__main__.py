@@ -106,10 +106,16 @@ def _saved_run(header, kind, path, parser):
                 not isinstance(value, (bool, str)) and types[name](repr(value)) == value))
         except Exception as e:  # argparse's type functions raise ArgumentTypeError
             ok, value = False, f"{value!r} ({e})"
-        if not ok or (name == "conditional" and kind in ("book", "conditional") and
-                      value != saved["conditional"]):
+        else:
+            value = value if ok else repr(value)
+        if not ok:
             raise CheckpointError(f"{path!r}: the recorded run option {_flag(name)} is not "
-                                  f"valid: {value!r}; the file is damaged or was edited")
+                                  f"valid: {value}; the file is damaged or was edited")
+        if name == "conditional" and kind in ("book", "conditional") and \
+                value != saved["conditional"]:
+            raise CheckpointError(f"{path!r}: the recorded run option --conditional ({value}) "
+                                  f"disagrees with the model it holds ({kind}); the file is "
+                                  "damaged or was edited")
         saved[name] = value
     return saved
 
@@ -123,12 +129,13 @@ def _expect(path, header, kinds, command_name):
         raise UsageError(f"`{command_name}` cannot use {path!r}: it {describe_kind(path, header)}")
 
 
-def _lock_and_check(args, paths):
-    """Before any work: lock the run's files against another run, check that they can be
-    written, and that ``--resume`` has a checkpoint (and a fresh run none to overwrite)."""
+def _lock_and_check(args, paths, also_written=()):
+    """Before any work: lock the run's files against another run, check that they (and
+    ``also_written``, e.g. the best-loss file) can be written, and that ``--resume`` has a
+    checkpoint (and a fresh run none to overwrite)."""
     from tinyddpm._files import FileLock, LockedError, check_output
 
-    for path in paths:
+    for path in [*paths, *also_written]:
         try:
             check_output(path, "--checkpoint", (".npz",), need_bytes=16 * 2**20, example="ckpt")
         except ValueError as e:
@@ -164,12 +171,21 @@ def _run_record(args, names):
 
 
 def _train(args):
+    """``train``, with what an interrupt outside the fit (loading the data) leaves said."""
+    try:
+        return _train_run(args)
+    except KeyboardInterrupt as e:
+        _saved_and_how_to_go_on(args, [args.checkpoint])
+        return 128 + getattr(e, "signal", signal.SIGINT)
+
+
+def _train_run(args):
     import tinyddpm as td
     from tinyddpm.checkpoint import checkpoint_kind, read_checkpoint
 
     ckpt = args.checkpoint
     best_path = os.path.splitext(ckpt)[0] + ".best.npz"
-    _lock_and_check(args, [ckpt])
+    _lock_and_check(args, [ckpt], [best_path])
     saved = None
     if args.resume:
         header = read_checkpoint(ckpt)[0]
@@ -281,19 +297,9 @@ def _fit(model, train_set, valid_set, args, callbacks, epochs, ckpt):
         model.fit(train_set, epochs=epochs, validation_data=valid_set, callbacks=callbacks,
                   verbose=0 if args.quiet else 1, steps_per_epoch=args.steps_per_epoch,
                   initial_epoch=model.epoch)
-    except KeyboardInterrupt:
-        from tinyddpm.checkpoint import read_checkpoint
-
-        if os.path.exists(ckpt):  # say what the file holds, not what we hoped to save
-            header = read_checkpoint(ckpt)[0]
-            print(f"\nInterrupted; {ckpt} holds "
-                  f"{progress_words(header['epoch'], header['step_in_epoch'])}. Continue with:\n"
-                  f"  {resume_command(args, args.argv)}")
-        else:
-            words = [w for w in shlex.split(resume_command(args, args.argv)) if w != "--resume"]
-            print(f"\nInterrupted before anything was saved. Start again with:\n  "
-                  f"{command(*words)}")
-        return 130
+    except KeyboardInterrupt as e:
+        _saved_and_how_to_go_on(args, [ckpt])
+        return 128 + getattr(e, "signal", signal.SIGINT)
     except td.TrainingDiverged as e:
         lower = args.learning_rate / 10
         if os.path.exists(ckpt):
@@ -321,7 +327,32 @@ def _fit(model, train_set, valid_set, args, callbacks, epochs, ckpt):
     return 0
 
 
+def _saved_and_how_to_go_on(args, paths):
+    """After an interrupt outside a fit (loading data, between the phases): what the run's
+    files hold, and the command that goes on. Returns the exit status."""
+    from tinyddpm.checkpoint import read_checkpoint
+
+    held = [f"{p} holds {progress_words(h['epoch'], h['step_in_epoch'])}" for p in paths
+            if os.path.exists(p) for h in [read_checkpoint(p)[0]]]
+    if held:
+        print(f"\nInterrupted; {'; '.join(held)}. Continue with:\n"
+              f"  {resume_command(args, args.argv)}")
+    else:
+        words = [w for w in shlex.split(resume_command(args, args.argv)) if w != "--resume"]
+        print(f"\nInterrupted before anything was saved. Start again with:\n  {command(*words)}")
+
+
 def _train_latent(args):
+    """``train-latent``, with what an interrupt between the fits leaves said."""
+    try:
+        return _train_latent_phases(args)
+    except KeyboardInterrupt as e:
+        base = os.path.splitext(args.checkpoint)[0]
+        _saved_and_how_to_go_on(args, [base + ".autoencoder.npz", args.checkpoint])
+        return 128 + getattr(e, "signal", signal.SIGINT)
+
+
+def _train_latent_phases(args):
     """Phase 1: the autoencoder (reconstruction, MAE); phase 2: the DDPM over its latents."""
     import tinyddpm as td
     from tinyddpm import latent
@@ -330,7 +361,7 @@ def _train_latent(args):
     ckpt = args.checkpoint
     base = os.path.splitext(ckpt)[0]
     ae_path, best_path = base + ".autoencoder.npz", base + ".best.npz"
-    _lock_and_check(args, [ckpt, ae_path])
+    _lock_and_check(args, [ckpt, ae_path], [best_path])
     saved = None
     if args.resume:  # the latent model if phase 2 began, else the autoencoder of phase 1
         phase2 = os.path.exists(ckpt)
@@ -434,8 +465,9 @@ def _sample(args):
                              "train --conditional`")
         if args.class_.lower() == "all":  # one row per class
             per_class = args.n // 10 if args.n else 10
-            if per_class < 1:
-                raise UsageError("--class all: --n must be at least 10 (one image per class)")
+            if args.n is not None and (args.n < 10 or args.n % 10):
+                raise UsageError(f"--class all: --n must be a multiple of 10 (one row per class "
+                                 f"of the ten), got {args.n}")
             n, label = 10 * per_class, np.repeat(np.arange(10), per_class)
         else:
             try:
@@ -457,6 +489,17 @@ def _sample(args):
         raise UsageError("--guidance applies with --class (a class-conditional model and the "
                          "class to draw): add --class, or drop --guidance")
     args.guidance = 3.0 if args.guidance is None else args.guidance
+    has_average = model.ema is not None and model.ema.shadow is not None
+    if args.no_ema and not has_average:
+        raise UsageError(f"--no-ema: {args.checkpoint!r} keeps no moving average of the weights "
+                         "(it was trained without --ema): drop --no-ema")
+    if not has_average or args.no_ema:
+        for option, value in (("--recalibrate", args.recalibrate), ("--data-dir", args.data_dir)):
+            if value is not None:
+                raise UsageError(f"{option} applies to the moving-average weights, which "
+                                 f"{'--no-ema turns off' if args.no_ema else 'this model lacks'}"
+                                 ": drop it")
+    args.recalibrate = 200 if args.recalibrate is None else args.recalibrate
     used_ema = not args.no_ema and model.use_ema_weights()
     if used_ema and args.recalibrate:
         # the BatchNorm statistics in the checkpoint belong to the trained weights, not to their
@@ -606,16 +649,16 @@ def build_parser():
                         help="DDIM steps, 1 to T (4,000 for the shipped models) (default: 50)")
     sample.add_argument("--eta", type=real_number(0), default=None,
                         help="DDIM eta: 0 deterministic, 1 as much noise as DDPM (default: 0)")
-    sample.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=None,
+    sample.add_argument("--seed", type=whole_number(0, 2**31 - 1), default=None,
                         help="seed of the starting noise (default: a random one)")
     sample.add_argument("--out", default="grid.png", help="PNG grid path")
     sample.add_argument("--npy", default=None,
                         help="also save an (n, 28, 28) float32 array here (default: don't)")
     sample.add_argument("--no-ema", action="store_true",
                         help="use the trained weights even where the checkpoint has an average")
-    sample.add_argument("--recalibrate", type=whole_number(0), default=200, metavar="BATCHES",
+    sample.add_argument("--recalibrate", type=whole_number(0), default=None, metavar="BATCHES",
                         help="with averaged weights, re-estimate BatchNorm statistics on this "
-                        "many training batches first (0: don't)")
+                        "many training batches first (0: don't) (default: 200)")
     sample.add_argument("--data-dir", default=None, help="folder with the IDX files, for "
                         "--recalibrate (default: the usual places, then the embedded subset)")
     sample.set_defaults(func=_sample, parser=sample)
@@ -635,14 +678,16 @@ def main(argv=None):
     from tinyddpm._files import FileLock, WriteError
     from tinyddpm.data import DataError
 
+    from tinyddpm.model import Interrupted
+
     def stop(signum, frame):  # SIGTERM (kill, timeout) outside training: end as Ctrl-C does
-        raise KeyboardInterrupt
+        raise Interrupted(signum)
     signal.signal(signal.SIGTERM, stop)
     try:
         return args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("\nInterrupted.", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signal", signal.SIGINT)
     except (CheckpointError, DataError, UsageError, WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

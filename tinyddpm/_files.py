@@ -273,4 +273,5 @@ class FileLock:
 
 def _read(fd):
     os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, 1000).decode(errors="replace").replace("\0", "").strip()
+    text = os.read(fd, 1000).decode(errors="replace")
+    return "".join(c for c in text if c.isprintable() or c == "\n").strip()

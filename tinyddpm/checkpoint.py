@@ -109,6 +109,12 @@ def read_checkpoint(path):
                                   ("ema", ema, True)):
         for key, value in arrays.items():
             _check_array(path, f"{group}/{key}", value, floats and key not in ("steps", "decay"))
+    for group, arrays in (("weights", weights), ("ema", ema), ("optimizer", opt)):
+        for key, value in arrays.items():
+            if (key.endswith("moving_variance") or (group == "optimizer" and key.startswith(
+                    "v/"))) and value.size and value.min() < 0:
+                raise CheckpointError(f"{path!r}: {group}/{key} holds negative values, which a "
+                                      "variance cannot; the file is damaged or was edited")
     for name, value, ok, expected in (
             ("optimizer/iterations", opt.get("iterations"), _whole_array, "a whole number >= 0"),
             ("optimizer/learning_rate", opt.get("learning_rate"), lambda v: v.shape == () and
@@ -139,14 +145,14 @@ def _check_header(path, header):
         return isinstance(value, (int, float)) and not isinstance(value, bool) and \
             math.isfinite(value)
 
-    version = header.get("format_version", 0)
-    if not whole(version):
-        fail("format_version", "a whole number")
+    version = header.get("format_version", 1)
+    if not whole(version) or version < 1:
+        fail("format_version", "a whole number >= 1")
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path!r} has format version {version}, and this tinyddpm "
                               f"({__version__}) reads up to {FORMAT_VERSION}: it was written by "
                               "a newer tinyddpm (upgrade to read it), or edited")
-    checks = {"epoch": (whole, "a whole number >= 0"),
+    checks = {"epoch": (lambda v: whole(v) and v <= 10**6, "a whole number in 0..1,000,000"),
               "step_in_epoch": (whole, "a whole number >= 0"),
               "partial_samples": (whole, "a whole number >= 0"),
               "data_seed": (whole, "a whole number >= 0"),
@@ -157,12 +163,17 @@ def _check_header(path, header):
               "run": (lambda v: isinstance(v, dict), "a JSON object"),
               "model_class": (lambda v: isinstance(v, str), "a string"),
               "history": (lambda v: isinstance(v, dict) and all(
-                  isinstance(k, str) and isinstance(x, list) and
-                  all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in x)
-                  for k, x in v.items()), "an object of lists of numbers")}
+                  isinstance(k, str) and isinstance(x, list) and all(number(e) for e in x)
+                  for k, x in v.items()), "an object of lists of finite numbers"),
+              "optimizer_class": (lambda v: v is None or isinstance(v, str), "a string")}
     for field, (ok, expected) in checks.items():
         if field in header and not ok(header[field]):
             fail(field, expected)
+    losses = (header.get("history") or {}).get("loss")
+    if losses is not None and len(losses) != header.get("epoch", 0):
+        raise CheckpointError(f"{path!r}: the history holds {len(losses)} epochs of loss but the "
+                              f"header says {header.get('epoch', 0)} epochs finished; the file is "
+                              "damaged or was edited")
     for where, config in _model_configs(header):
         _check_config(path, where, config)
 
@@ -201,10 +212,12 @@ def _check_config(path, where, config):
                               "file is damaged or was edited")
     for field, (ok, expected) in _CONFIG_FIELDS.items():
         if field in config or field in ("T", "embed_size", "widths"):
-            if field not in config or not ok(config[field]):
+            if field not in config:
+                raise CheckpointError(f"{path!r}: {where}.{field} is missing; the file is "
+                                      "damaged or was edited")
+            if not ok(config[field]):
                 raise CheckpointError(f"{path!r}: {where}.{field} must be {expected}, got "
-                                      f"{config.get(field, 'nothing')!r}; the file is damaged "
-                                      "or was edited")
+                                      f"{config[field]!r}; the file is damaged or was edited")
     try:
         schedule_spec(config.get("schedule"))
     except (TypeError, ValueError) as e:
@@ -234,13 +247,14 @@ def _normalized(config):
 
 
 KINDS = {
-    "book": ("the book's U-Net", "python -m tinyddpm train --resume --checkpoint {path}",
+    "book": ("the book's U-Net",
+             "python -m tinyddpm train --resume --epochs {epochs} --checkpoint {path}",
              "python -m tinyddpm sample --checkpoint {path}"),
     "conditional": ("a class-conditional U-Net",
-                    "python -m tinyddpm train --resume --checkpoint {path}",
+                    "python -m tinyddpm train --resume --epochs {epochs} --checkpoint {path}",
                     "python -m tinyddpm sample --checkpoint {path} --class all"),
     "latent": ("a latent diffusion model (from `train-latent`)",
-               "python -m tinyddpm train-latent --resume --checkpoint {path}",
+               "python -m tinyddpm train-latent --resume --epochs {epochs} --checkpoint {path}",
                "python -m tinyddpm sample --checkpoint {path}"),
 }
 
@@ -270,15 +284,17 @@ def describe_kind(path, header):
     if kind == "autoencoder":
         suffix = ".autoencoder.npz"
         run = path[:-len(suffix)] + ".npz" if path.endswith(suffix) else None
-        how = (f"continue that run with `python -m tinyddpm train-latent --resume --checkpoint "
-               f"{run}`" if run else f"`train-latent` looks for it as <checkpoint>{suffix} "
-               f"beside the run's --checkpoint (so rename it, e.g. to run{suffix}, and continue "
-               f"with `python -m tinyddpm train-latent --resume --checkpoint run.npz`)")
+        how = (f"continue that run with `python -m tinyddpm train-latent --resume --epochs "
+               f"<latent epochs> --checkpoint {run}`" if run else f"`train-latent` looks for it "
+               f"as <checkpoint>{suffix} beside the run's --checkpoint (so rename it, e.g. to "
+               f"run{suffix}, and continue with `python -m tinyddpm train-latent --resume "
+               "--epochs <latent epochs> --checkpoint run.npz`)")
         return (f"holds the autoencoder of a latent diffusion run (phase 1 of `train-latent`), "
                 f"which generates nothing by itself: {how}")
     what, train, sample = KINDS[kind]
-    return (f"holds {what}: continue its training with `{train.format(path=path)}`; sample it "
-            f"with `{sample.format(path=path)}`")
+    epochs = header.get("epoch", 0) + 10
+    return (f"holds {what}: continue its training with `{train.format(path=path, epochs=epochs)}`"
+            f" (--epochs: the total to reach); sample it with `{sample.format(path=path)}`")
 
 
 def load_checkpoint(path, model, optimizer=None):
@@ -291,8 +307,8 @@ def load_checkpoint(path, model, optimizer=None):
     header, weights, opt, ema = read_checkpoint(path)
     config = getattr(model, "config", {})
     if header.get("config") and config and _normalized(header["config"]) != _normalized(config):
-        raise CheckpointError(f"{path!r} holds a model with config {header['config']}, but this "
-                              f"model has {config}")
+        raise CheckpointError(f"{path!r} holds a model with config {header['config']}, which "
+                              f"does not match the model it is loaded into ({config})")
     own = {**{k: p.dtype for k, p in model.named_parameters()},
            **{k: np.asarray(b).dtype for k, b in model.named_buffers()}}
     for key, value in weights.items():
@@ -305,6 +321,10 @@ def load_checkpoint(path, model, optimizer=None):
     except ValueError as e:
         raise CheckpointError(f"{path!r} does not fit this model: {e}") from None
     if optimizer is not None and opt:
+        saved_class = header.get("optimizer_class")
+        if saved_class and saved_class != type(optimizer).__name__:
+            raise CheckpointError(f"{path!r} holds the state of a {saved_class} optimizer, not of "
+                                  f"the {type(optimizer).__name__} it is loaded into")
         try:
             trained = [p for _, p in model.named_trainable_parameters()]
             optimizer.load_state_dict(opt, params=trained)

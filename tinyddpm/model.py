@@ -30,6 +30,15 @@ class TrainingDiverged(FloatingPointError):
     model (weights, optimizer state, moving average) holds its last good state, all finite."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C (SIGINT) or SIGTERM; ``signal`` is which (a KeyboardInterrupt,
+    so code that catches Ctrl-C catches both)."""
+
+    def __init__(self, signum=signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signal = int(signum)
+
+
 class History:
     """What ``fit`` returns, as in Keras: ``history.history == {"loss": [...], "val_loss": [...]}``
     for the epochs of that call, ``history.epoch`` their indices, ``history.params`` (``epochs``,
@@ -508,8 +517,8 @@ class Model(Module):
                 self.step_in_epoch = step + 1
                 self._partial_loss_sum, self._partial_samples = loss_sum, samples
                 hooks.on_train_batch_end(step, {"loss": loss_sum / samples})
-                if stop():  # Ctrl-C arrived during this batch: stop cleanly after it
-                    raise KeyboardInterrupt
+                if stop():  # Ctrl-C or SIGTERM arrived during this batch: stop after it
+                    raise Interrupted(stop())
                 seen_images += n
                 if bar is not None:
                     rate = seen_images / max(time.perf_counter() - start, 1e-9)
@@ -621,12 +630,12 @@ def _interrupt_between_batches():
 
     def handler(signum, frame):
         if pressed:
-            raise KeyboardInterrupt
-        pressed.append(True)
+            raise Interrupted(signum)
+        pressed.append(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield lambda: bool(pressed)
+        yield lambda: pressed[0] if pressed else 0
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
