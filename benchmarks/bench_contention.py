@@ -48,7 +48,7 @@ COMPETITOR_LIMIT_S = 900  # a competitor ends itself after this, whatever happen
 
 def ddim_times(steps=SAMPLE_STEPS):
     """Timesteps from T down, the same for both frameworks (tinyddpm's own spacing)."""
-    from tinyddpm.diffusion import ddim_timesteps
+    from tinyddpm.sampling import ddim_timesteps
     return ddim_timesteps(T, steps)[::-1]
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tinyddpm as td
-from tinyddpm import diffusion, nn
+from tinyddpm import diffusion, nn, sampling
 from tinyddpm.checkpoint import CheckpointError
 
 
@@ -432,7 +432,7 @@ def test_ddpm_step_against_a_hand_computed_step():
     eps = np.array([0.2, 0.3], np.float32)
     z = np.array([1.0, -2.0], np.float32)
     expected = 1 / np.sqrt(alpha[t]) * (x - beta[t] / np.sqrt(1 - abar[t]) * eps) + np.sqrt(beta[t]) * z
-    np.testing.assert_allclose(diffusion.ddpm_step(x, eps, t, alpha, abar, beta, z), expected,
+    np.testing.assert_allclose(sampling.ddpm_step(x, eps, t, alpha, abar, beta, z), expected,
                                rtol=1e-6)
 
 
@@ -456,15 +456,15 @@ def test_generate_runs_the_slide_loop_and_is_deterministic():
 
 
 def test_ddim_timesteps_and_determinism():
-    ts = diffusion.ddim_timesteps(4000, 50)
+    ts = sampling.ddim_timesteps(4000, 50)
     assert ts[0] == 1 and ts[-1] == 1 + 49 * 80 and ts.max() < 4000 and len(ts) == 50
     model = EchoModel()
     a = td.generate_ddim(model, batch_size=2, steps=10, seed=3)
-    assert model.times == list(diffusion.ddim_timesteps(4000, 10)[::-1])
+    assert model.times == list(sampling.ddim_timesteps(4000, 10)[::-1])
     np.testing.assert_array_equal(a, td.generate_ddim(EchoModel(), batch_size=2, steps=10, seed=3))
     assert np.isfinite(a).all() and a.shape == (2, 28, 28, 1)
     with pytest.raises(ValueError, match="steps"):
-        diffusion.ddim_timesteps(4000, 0)
+        sampling.ddim_timesteps(4000, 0)
 
 
 def test_ddim_step_clips_and_recomputes_noise():
@@ -474,9 +474,9 @@ def test_ddim_step_clips_and_recomputes_noise():
     x0 = np.clip((x - np.sqrt(0.75) * eps) / 0.5, -1, 1)
     eps2 = (x - 0.5 * x0) / np.sqrt(0.75)
     expected = np.sqrt(0.5) * x0 + np.sqrt(0.5) * eps2
-    np.testing.assert_allclose(diffusion.ddim_step(x, eps, abar_t, abar_prev), expected, rtol=1e-6)
+    np.testing.assert_allclose(sampling.ddim_step(x, eps, abar_t, abar_prev), expected, rtol=1e-6)
     unclipped = np.sqrt(0.5) * (x - np.sqrt(0.75) * eps) / 0.5 + np.sqrt(0.5) * eps
-    np.testing.assert_allclose(diffusion.ddim_step(x, eps, abar_t, abar_prev, clip=False),
+    np.testing.assert_allclose(sampling.ddim_step(x, eps, abar_t, abar_prev, clip=False),
                                unclipped, rtol=1e-6)
 
 

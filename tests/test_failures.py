@@ -889,7 +889,7 @@ def test_a_folder_given_as_checkpoint_gets_a_checkpoint_name_as_example(tmp_path
     (["--pretrained", "conditional", "--guidance", "2"], "--guidance applies with --class"),
     (["--pretrained", "book", "--sampler", "ddpm", "--steps", "5"], "--steps applies to"),
     (["--pretrained", "book", "--sampler", "ddpm", "--eta", "1"], "--eta applies to"),
-    (["--pretrained", "book", "--steps", "4001"], "DDIM takes 1 to 4000 steps"),
+    (["--pretrained", "book", "--steps", "4001"], "a sampler takes 1 to 4000 steps"),
 ])
 def test_sample_options_that_would_be_ignored_are_refused(argv, words, tmp_path, capsys,
                                                           monkeypatch):
@@ -1007,3 +1007,47 @@ def test_an_interrupt_between_the_latent_phases_says_how_to_go_on(tmp_path, subs
     out = capsys.readouterr().out
     assert "lt.autoencoder.npz holds 1 epoch finished" in out and "--resume" in out
     assert not list(tmp_path.glob("*.lock"))
+
+
+@pytest.mark.parametrize("model,words", [
+    (td.build_diffusion_model, "which makes a model; call it first"),
+    (td.Model, "which makes a model; call it first"),
+    (lambda inputs: None, "it returned NoneType , not the predicted noise"),
+    ("book_unet.npz", "td.load_pretrained('book_unet.npz') for a file"),
+    ("conditional", "td.load_pretrained(kind='conditional')"),
+])
+def test_a_sampler_given_something_that_is_not_a_model_says_what_to_do(model, words):
+    with pytest.raises(TypeError) as info:
+        td.generate_ddim(model, 2, steps=2)
+    assert words in str(info.value)
+
+
+def test_a_label_for_an_unconditional_model_points_to_the_conditional_one(book):
+    with pytest.raises(ValueError, match=r"td.load_pretrained\(kind='conditional'\)"):
+        td.generate_ddim(book, 1, steps=1, label=3)
+
+
+@pytest.mark.parametrize("kwargs,words", [({"guidance": 1e300, "label": 1}, "guidance must lie"),
+                                          ({"eta": 100}, "eta must lie in [0, 1]")])
+def test_sampler_weights_out_of_their_useful_range_are_refused(kwargs, words, conditional):
+    with pytest.raises(ValueError) as info:
+        td.generate_ddim(conditional, 1, steps=2, **kwargs)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["--pretrained", "book", "--eta", "2"], "--eta"),
+    (["--pretrained", "book", "--eta", "1e300"], "--eta"),
+    (["--pretrained", "conditional", "--class", "bag", "--guidance", "1e300"], "--guidance"),
+])
+def test_sample_weights_out_of_range_name_the_option(argv, option, capsys):
+    with pytest.raises(SystemExit):
+        main(["sample", *argv])
+    assert f"argument {option}" in capsys.readouterr().err
+
+
+def test_evaluate_given_an_autoencoder_file_does_not_advise_sampling_it(autoencoder_file,
+                                                                        capsys):
+    assert main(["evaluate", autoencoder_file]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "holds the autoencoder" in line and "sample --checkpoint" not in line

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tinyddpm as td
-from tinyddpm.diffusion import _predict_noise
+from tinyddpm.sampling import _predict_noise
 from tinyddpm.unet import DiffusionUNet, dummy_inputs
 
 

@@ -102,10 +102,10 @@ def test_latent_sampling_is_deterministic_for_a_seed():
 def test_ddim_clips_latents_to_the_model_bound():
     x = np.full((1, 2), 10.0, np.float32)
     eps = np.zeros_like(x)
-    out = td.diffusion.ddim_step(x, eps, 0.5, 1.0, clip=3.0)
+    out = td.sampling.ddim_step(x, eps, 0.5, 1.0, clip=3.0)
     np.testing.assert_allclose(out, 3.0)
-    np.testing.assert_allclose(td.diffusion.ddim_step(x, eps, 0.5, 1.0, clip=True), 1.0)
-    np.testing.assert_allclose(td.diffusion.ddim_step(x, eps, 0.5, 1.0, clip=False),
+    np.testing.assert_allclose(td.sampling.ddim_step(x, eps, 0.5, 1.0, clip=True), 1.0)
+    np.testing.assert_allclose(td.sampling.ddim_step(x, eps, 0.5, 1.0, clip=False),
                                10 / 0.5 ** 0.5, rtol=1e-6)
 
 

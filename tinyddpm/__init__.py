@@ -22,9 +22,10 @@ from .testing import gradcheck  # noqa: E402
 from .callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 from .data import CLASS_NAMES, class_index, load_fashion_mnist, split_train_valid  # noqa: E402
-from .diffusion import (forward_step, generate, generate_ddim, get_schedule,  # noqa: E402
-                        model_schedule, prepare_batch, prepare_dataset, q_sample)
+from .diffusion import (forward_step, get_schedule, model_schedule, prepare_batch,  # noqa: E402
+                        prepare_dataset, q_sample)
 from .model import History, Model, TrainingDiverged  # noqa: E402
+from .sampling import SAMPLERS, generate, generate_ddim, sample  # noqa: E402
 from .schedule import linear_schedule, variance_schedule  # noqa: E402
 from .unet import build_diffusion_model  # noqa: E402
 

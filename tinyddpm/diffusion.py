@@ -9,7 +9,8 @@ The slides' notation (Ho et al., 2020), with ``alpha, alpha_cumprod, beta`` from
                                                                                  -> prepare_batch
 * data pipeline     shuffle(10_000), batch(32), map(prepare_batch), prefetch(1)  -> prepare_dataset
 
-Images are NHWC, as in the book: (N, 28, 28, 1), pixels in [-1, 1] once prepared.
+Images are NHWC, as in the book: (N, 28, 28, 1), pixels in [-1, 1] once prepared. The reverse
+process (the samplers) is in :mod:`tinyddpm.sampling`.
 """
 import functools
 import math
@@ -22,8 +23,7 @@ import numpy as np
 from .schedule import SCHEDULES, _check_T, schedule_spec
 
 __all__ = ["T", "get_schedule", "model_schedule", "forward_step", "q_sample", "prepare_batch",
-           "prepare_dataset", "BatchDataset", "shuffle_buffer_order", "ddpm_step", "generate",
-           "ddim_timesteps", "ddim_step", "generate_ddim"]
+           "prepare_dataset", "BatchDataset", "shuffle_buffer_order"]
 
 #: The book's number of diffusion steps.
 T = 4000
@@ -70,7 +70,11 @@ def model_schedule(model, T=None, schedule=None):
     if "T" not in config:
         spec = schedule_spec(schedule)
         return get_schedule(globals()["T"] if T is None else T, **spec)
-    own_T, own = int(config["T"]), schedule_spec(config.get("schedule"))
+    try:
+        own_T = _check_T(config["T"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"model.config['T'] is not valid: {e}") from None
+    own = schedule_spec(config.get("schedule"))
     if T is not None and (isinstance(T, bool) or T != own_T):
         raise ValueError(f"T={T!r}: this model was trained with T={own_T} time steps, and a "
                          "sampler must use the schedule the model was trained with; drop T")
@@ -509,248 +513,3 @@ def prepare_dataset(X, batch_size=32, shuffle=False, seed=None, **options):
         Re-iterable; ``len()`` is the number of batches, ceil(N / batch_size).
     """
     return BatchDataset(X, batch_size, shuffle, seed, **options)
-
-
-# --------------------------------------------------------------------------- generation
-
-def _predict_noise(model, X, t, label=None, guidance=1.0):
-    """eps_theta(x_t, t) for a whole batch at one time step t, in inference mode.
-
-    A class-conditional model (``num_classes`` set) mixes its conditional and unconditional
-    predictions -- classifier-free guidance (Ho & Salimans, 2022):
-
-        eps = eps(x_t, t) + w (eps(x_t, t, class) - eps(x_t, t))
-
-    w = 0: unconditional (also what ``label=None`` gives); w = 1: plain conditional; w > 1:
-    pushed further towards the class. Both predictions come from one call on a doubled batch.
-    """
-    from .nn import Module
-    from .tensor import no_grad
-
-    def run(inputs):  # always in inference mode, whatever mode the model was left in
-        with no_grad():
-            out = model(inputs, training=False) if isinstance(model, Module) else model(inputs)
-        return out.data if hasattr(out, "data") else np.asarray(out)
-
-    n = len(X)
-    time = np.full(n, t, dtype=np.int64)
-    num_classes = getattr(model, "num_classes", None)
-    if num_classes is None:
-        return run({"X_noisy": X, "time": time})
-    null = np.full(n, num_classes, dtype=np.int64)
-    if label is None or guidance == 0:
-        return run({"X_noisy": X, "time": time, "label": null})
-    if guidance == 1:
-        return run({"X_noisy": X, "time": time, "label": label})
-    both = run({"X_noisy": np.concatenate([X, X]), "time": np.concatenate([time, time]),
-                "label": np.concatenate([label, null])})
-    cond, uncond = both[:n], both[n:]
-    return uncond + guidance * (cond - uncond)
-
-
-def _labels(model, label, batch_size):
-    """``label`` (None, one class for all, or (batch_size,) classes; a class by number or by
-    name, "sneaker") as an int64 array or None."""
-    if label is None:
-        return None
-    num_classes = getattr(model, "num_classes", None)
-    if num_classes is None:
-        raise ValueError("label: this model is not class-conditional, so it cannot generate a "
-                         "requested class (train one with `python -m tinyddpm train "
-                         "--conditional`, or use load_pretrained(CONDITIONAL_PATH))")
-    from .data import class_index
-
-    values = np.asarray(label, dtype=object)
-    if values.ndim > 1 or (values.ndim == 1 and len(values) != batch_size):
-        raise ValueError(f"label must be one class or {batch_size} classes (one per image), got "
-                         f"shape {values.shape}")
-    try:
-        numbers_ = [class_index(v) if isinstance(v, str) else _whole_number("label", v)
-                    for v in values.ravel()]
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"label: {e}") from None
-    label = np.broadcast_to(np.array(numbers_, np.int64).reshape(values.shape), (batch_size,))
-    if label.min() < 0 or label.max() >= num_classes:
-        raise ValueError(f"label: classes must lie in 0..{num_classes - 1}, got "
-                         f"{label.min()}..{label.max()}")
-    return np.array(label)
-
-
-def _whole_number(name, value, low=None, high=None):
-    """``value`` as an int, when it is a whole number in [low, high] (not a float, not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = (f"in {low}..{high}" if low is not None and high is not None else
-                  f">= {low}" if low is not None else f"<= {high}")
-        raise ValueError(f"{name} must be {bounds}, got {value}")
-    return int(value)
-
-
-def _finite(name, value, low=None):
-    """``value`` as a float, when it is a finite real number >= low."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return float(value)
-
-
-def _check_sampling(model, batch_size, seed, label, guidance, callback):
-    """The arguments every sampler shares, checked before any work; returns the guidance
-    weight (None: 3, the default, where a label is given)."""
-    if isinstance(model, str):
-        raise TypeError(f"model: got the string {model!r}; load a model first, e.g. "
-                        f"td.load_pretrained(kind={model!r}) or td.load_pretrained()")
-    if not callable(model):
-        raise TypeError("model must be a tinyddpm model, or a callable that maps {'X_noisy': "
-                        "x_t, 'time': t} to the predicted noise, got "
-                        f"{type(model).__name__}")
-    _whole_number("batch_size", batch_size, 1)
-    if seed is not None and not isinstance(seed, np.random.Generator):
-        _whole_number("seed", seed, 0)
-    if guidance is not None:
-        _finite("guidance", guidance)
-        if label is None:
-            raise ValueError("guidance applies to a class-conditional model with a label (the "
-                             "class to draw): give label=..., or drop guidance")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-    return 3.0 if guidance is None else float(guidance)
-
-
-def _check_finite(X, t):
-    """Samples that became NaN or infinite are an error, not a picture (a damaged or diverged
-    model: its weights give non-finite noise predictions)."""
-    if not np.isfinite(X.sum()) and not np.isfinite(X).all():
-        raise FloatingPointError(f"sampling produced NaN or infinite values at t = {t}: the "
-                                 "model's predictions are not finite (damaged weights, or a "
-                                 "run that diverged)")
-
-
-def _to_unit_range(X):
-    """[-1, 1] -> [0, 1], clipped (the inverse of prepare_batch's scaling)."""
-    return np.clip((X + 1) / 2, 0, 1).astype(np.float32)
-
-
-def _sample_shape(model, batch_size):
-    """The shape the model denoises: (N, 28, 28, 1) images, or e.g. (N, 7, 7, 4) latents."""
-    return (batch_size, *getattr(model, "image_shape", (28, 28, 1)))
-
-
-def _finish(model, X):
-    """The last x_0 as images in [0, 1]: rescaled pixels, or decoded latents for a model with a
-    ``decode_samples`` method (:class:`tinyddpm.latent.LatentDiffusion`)."""
-    if hasattr(model, "decode_samples"):
-        return model.decode_samples(X)
-    return _to_unit_range(X)
-
-
-def ddpm_step(X, eps, t, alpha, alpha_cumprod, beta, z):
-    """One reverse step of the slides (Ho et al., 2020, Algorithm 2):
-
-        x_{t-1} = 1 / sqrt(alpha_t) * (x_t - beta_t / sqrt(1 - abar_t) * eps_theta(x_t, t))
-                  + sqrt(beta_t) * z,        z ~ N(0, I)  (z = 0 at the last step)
-    """
-    return (1 / alpha[t] ** 0.5 * (X - beta[t] / (1 - alpha_cumprod[t]) ** 0.5 * eps)
-            + (1 - alpha[t]) ** 0.5 * z).astype(np.float32)
-
-
-def generate(model, batch_size=32, seed=None, T=None, progress=True, callback=None, label=None,
-             guidance=None):
-    """The slide's ``generate``: start from pure noise and apply every reverse step.
-
-        X = N(0, I);  for t = T-1 .. 1:  X = ddpm_step(X, model(X, t), t, z)
-
-    exactly as on the slide (the loop starts at t = T - 1, and z = 0 when t = 1). ``callback(t,
-    X)`` is called after each step (e.g. to record frames). Returns images in [0, 1],
-    (batch_size, 28, 28, 1) float32. Deterministic for a given ``seed``. A latent model
-    (:mod:`tinyddpm.latent`) runs the same loop on its latents, then decodes them. For a
-    class-conditional model, ``label`` (a class, or one per image) and ``guidance`` (w, default
-    3) steer the noise prediction (see :func:`_predict_noise`).
-    """
-    guidance = _check_sampling(model, batch_size, seed, label, guidance, callback)
-    label = _labels(model, label, batch_size)
-    alpha, alpha_cumprod, beta = model_schedule(model, T)
-    T_ = len(alpha) - 1
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal(_sample_shape(model, batch_size), dtype=np.float32)
-    steps = range(T_ - 1, 0, -1)
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc="DDPM sampling", unit="step")
-    for t in steps:
-        z = rng.standard_normal(X.shape, dtype=np.float32) if t > 1 else np.zeros_like(X)
-        eps = _predict_noise(model, X, t, label, guidance)
-        X = ddpm_step(X, eps, t, alpha, alpha_cumprod, beta, z)
-        _check_finite(X, t)
-        if callback is not None:
-            callback(t, X)
-    return _finish(model, X)
-
-
-def ddim_timesteps(T_, steps):
-    """Evenly spaced t_k = 1 + k * T / steps, k = 0..steps-1 (never t = T, where abar ~ 0)."""
-    steps = _whole_number("steps", steps, 1, T_)
-    return (1 + np.arange(steps) * (T_ / steps)).astype(np.int64)
-
-
-def ddim_step(X, eps, abar_t, abar_prev, eta=0.0, clip=True, z=None):
-    """One DDIM step (Song et al., 2021) from t to an earlier t':
-
-        x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)         (clipped to [-1, 1], and
-        eps = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)          eps recomputed from it)
-        sigma = eta sqrt((1 - abar_t') / (1 - abar_t)) sqrt(1 - abar_t / abar_t')
-        x_t' = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps + sigma z
-
-    ``clip``: True clips x0_hat to [-1, 1] (pixels); a number b clips it to [-b, b] (latents);
-    False does not clip.
-    """
-    x0 = (X - (1 - abar_t) ** 0.5 * eps) / abar_t ** 0.5
-    if clip is not False and clip is not None:
-        bound = 1.0 if clip is True else float(clip)
-        x0 = np.clip(x0, -bound, bound)
-        eps = (X - abar_t ** 0.5 * x0) / (1 - abar_t) ** 0.5
-    sigma = eta * ((1 - abar_prev) / (1 - abar_t)) ** 0.5 * (1 - abar_t / abar_prev) ** 0.5
-    X = abar_prev ** 0.5 * x0 + max(1 - abar_prev - sigma ** 2, 0.0) ** 0.5 * eps
-    if sigma > 0 and z is not None:
-        X = X + sigma * z
-    return X.astype(np.float32)
-
-
-def generate_ddim(model, batch_size=32, steps=50, eta=0.0, clip=True, seed=None, T=None,
-                  progress=False, callback=None, label=None, guidance=None):
-    """Fast sampling with DDIM over ``steps`` evenly spaced time steps (see :func:`ddim_step`).
-
-    ``eta=0`` is deterministic given the starting noise; ``eta=1`` is DDPM-like. ``clip`` keeps
-    the predicted x_0 in [-1, 1] and recomputes the noise from it (without it, samples collapse);
-    a latent model clips to its own bound (``model.x0_bound``).
-    Returns images in [0, 1], (batch_size, 28, 28, 1) float32; deterministic for a ``seed``.
-    ``label`` and ``guidance``: as in :func:`generate`, for a class-conditional model.
-    """
-    guidance = _check_sampling(model, batch_size, seed, label, guidance, callback)
-    eta = _finite("eta", eta, low=0)
-    if not (isinstance(clip, bool) or clip is None):
-        _finite("clip", clip, low=0)
-    label = _labels(model, label, batch_size)
-    _, alpha_cumprod, _ = model_schedule(model, T)
-    ts = ddim_timesteps(len(alpha_cumprod) - 1, steps)
-    if clip is True and hasattr(model, "x0_bound"):
-        clip = model.x0_bound
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal(_sample_shape(model, batch_size), dtype=np.float32)
-    order = range(len(ts) - 1, -1, -1)
-    if progress:
-        from tqdm.auto import tqdm
-        order = tqdm(order, desc=f"DDIM sampling ({steps} steps)", unit="step")
-    for k in order:
-        t = int(ts[k])
-        abar_t = float(alpha_cumprod[t])
-        abar_prev = float(alpha_cumprod[ts[k - 1]]) if k > 0 else 1.0
-        z = rng.standard_normal(X.shape, dtype=np.float32) if eta > 0 else None
-        eps = _predict_noise(model, X, t, label, guidance)
-        X = ddim_step(X, eps, abar_t, abar_prev, eta, clip, z)
-        _check_finite(X, t)
-        if callback is not None:
-            callback(t, X)
-    return _finish(model, X)

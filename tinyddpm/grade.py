@@ -7,7 +7,7 @@
 
 Each assignment is a list of weighted checks that call the student's functions on fixed inputs and
 compare the results with this package's own implementation (``variance_schedule``,
-``diffusion.ddpm_step``, ``ddim_step``, the autograd backward of ``functional.conv2d`` and
+``sampling.ddpm_step``, ``ddim_step``, the autograd backward of ``functional.conv2d`` and
 ``functional.batch_norm_train``). A check earns all its points or none; its failure message says
 what was wrong: a shape or dtype (expected vs got), the first wrong element (index, expected, got),
 the time step, NaNs, an exception (with the line of the student file), "not implemented yet".
@@ -911,7 +911,7 @@ def _step_inputs(seed, shape=(3, 8, 8, 1)):
 
 
 def _ddpm_ref(x, eps, t, sched, z):
-    from .diffusion import ddpm_step
+    from .sampling import ddpm_step
     return ddpm_step(x, eps, t, *sched, z)
 
 
@@ -1090,7 +1090,7 @@ A6 = _assignment(6, "ddim_step", "One DDIM step, with the clip and the recompute
 
 @A6.check("timesteps", 2, "ddim_timesteps(T, steps): t_k = 1 + floor(k T / steps), an int array")
 def _(m):
-    from .diffusion import ddim_timesteps
+    from .sampling import ddim_timesteps
 
     for T, steps in ((4000, 50), (4000, 100), (10, 3), (1000, 7), (4000, 3)):
         out = _call(m, "ddim_timesteps", T, steps)
@@ -1119,7 +1119,7 @@ def _abar(t):
 
 
 def _ddim_ref(x, eps, abar_t, abar_prev, clip):
-    from .diffusion import ddim_step
+    from .sampling import ddim_step
     return ddim_step(x, eps, abar_t, abar_prev, eta=0.0, clip=clip)
 
 

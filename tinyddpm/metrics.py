@@ -326,9 +326,20 @@ def load_images_file(path):
             if len(data.files) == 1:
                 return data[data.files[0]]
             if "header" in data.files and any(k.startswith("weights/") for k in data.files):
-                raise ValueError(f"{path} is a tinyddpm checkpoint (a model), not images: "
-                                 "sample from it first, `python -m tinyddpm sample --checkpoint "
-                                 f"{path} --n 1000 --npy samples.npy`, then evaluate samples.npy")
+                from .checkpoint import checkpoint_kind, describe_kind
+
+                try:
+                    header = json.loads(str(data["header"]))
+                    kind = checkpoint_kind(header) if isinstance(header, dict) else "other"
+                except (ValueError, RecursionError):
+                    header, kind = {}, "other"
+                if kind in ("book", "conditional", "latent"):
+                    raise ValueError(f"{path} is a tinyddpm checkpoint (a model), not images: "
+                                     "sample from it first, `python -m tinyddpm sample "
+                                     f"--checkpoint {path} --n 1000 --npy samples.npy`, then "
+                                     "evaluate samples.npy")
+                raise ValueError(f"{path} is a tinyddpm checkpoint, not images: it "
+                                 f"{describe_kind(str(path), header)}")
             shown = ", ".join(data.files[:5]) + (", ..." if len(data.files) > 5 else "")
             raise ValueError(f"{path}: an .npz with {len(data.files)} arrays ({shown}); name the "
                              "images array 'images' or save a .npy")

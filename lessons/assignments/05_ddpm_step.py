@@ -4,7 +4,7 @@ Fill in `ddpm_step` and `generate` below, then check your work with the autograd
 
     python -m tinyddpm.grade 5 05_ddpm_step.py
 
-The grader compares your step with tinyddpm.diffusion.ddpm_step, and runs your loop with a
+The grader compares your step with tinyddpm.sampling.ddpm_step, and runs your loop with a
 fake "model" that records the time steps it is asked about. Edit only this file.
 
 Background (the slides). There is no shortcut in the reverse process: start from pure noise

@@ -6,7 +6,7 @@ Fill in `ddim_timesteps` and `ddim_step` below, then check your work with the au
 
     python -m tinyddpm.grade 6 06_ddim_step.py
 
-The grader compares your functions with tinyddpm.diffusion.ddim_timesteps and ddim_step (with
+The grader compares your functions with tinyddpm.sampling.ddim_timesteps and ddim_step (with
 eta = 0). Edit only this file.
 
 Background. The slide's DDPM loop takes T - 1 = 3,999 model calls per image. DDIM (Song et al.,
