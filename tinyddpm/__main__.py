@@ -12,6 +12,7 @@ import numpy as np
 from ._cli import (HelpFormatter, UsageError, command, parser as new_parser, real_number,
                    whole_number)
 from .checkpoint import CheckpointError
+from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, SPACINGS, timesteps
 
 
 def progress_words(epochs_done, batches_done):
@@ -476,15 +477,16 @@ def _sample(args):
                 raise UsageError(f"--class: {e}") from None
     T = model.config["T"]
     if args.sampler == "ddpm":
-        for option, value in (("--steps", args.steps), ("--eta", args.eta)):
+        for option, value in (("--steps", args.steps), ("--spacing", args.spacing)):
             if value is not None:
-                raise UsageError(f"{option} applies to --sampler ddim; ddpm takes every step of "
-                                 "the slide's loop: drop it")
-    args.steps = 50 if args.steps is None else args.steps
+                raise UsageError(f"{option} applies to the few-step samplers; ddpm takes every "
+                                 "step of the slide's loop: drop it")
+    if args.eta is not None and args.sampler != "ddim":
+        raise UsageError(f"--eta applies to --sampler ddim, not {args.sampler}: drop it")
     args.eta = 0.0 if args.eta is None else args.eta
-    if args.sampler == "ddim" and args.steps > T:
-        raise UsageError(f"--steps: this model has T = {T} time steps, so DDIM takes 1 to {T} "
-                         f"steps, got {args.steps}")
+    if args.steps is not None and args.steps > T:
+        raise UsageError(f"--steps: this model has T = {T} time steps, so a sampler takes 1 to "
+                         f"{T} steps, got {args.steps}")
     if args.guidance is not None and label is None:
         raise UsageError("--guidance applies with --class (a class-conditional model and the "
                          "class to draw): add --class, or drop --guidance")
@@ -513,21 +515,22 @@ def _sample(args):
     start = time.perf_counter()
     guide = {"label": label, "guidance": args.guidance} if label is not None else {}
     try:
-        if args.sampler == "ddpm":
-            images = td.generate(model, n, seed=args.seed, **guide)
-        else:
-            images = td.generate_ddim(model, n, steps=args.steps, eta=args.eta, seed=args.seed,
-                                      progress=True, **guide)
+        images = td.sample(model, n, args.sampler, steps=args.steps, spacing=args.spacing,
+                           eta=args.eta, seed=args.seed, progress=True, **guide)
     except FloatingPointError as e:
         raise CheckpointError(f"{args.checkpoint!r}: {e}") from None
     took = time.perf_counter() - start
-    what = "DDPM, %d steps" % (model.config["T"] - 1) if args.sampler == "ddpm" else \
-        f"DDIM, {args.steps} steps"
+    spacing = args.spacing or SAMPLERS[args.sampler].spacing
+    visited = 0 if args.sampler == "ddpm" else len(timesteps(
+        T, args.steps or DEFAULT_STEPS, spacing, td.model_schedule(model)[1]))
+    what = (f"ddpm, the slide's {T - 1} steps" if args.sampler == "ddpm" else
+            f"{args.sampler}, {visited} steps, {spacing} spacing" +
+            (f", eta {args.eta:g}" if args.eta else ""))
     if label is not None:
         what += (", one class a row" if per_class else f", class {td.CLASS_NAMES[label]}") + \
             f", guidance {args.guidance:g}"
     weights = "moving-average weights" if used_ema else "weights"
-    print(f"{n} images ({what}) from {args.checkpoint} ({weights}, epoch "
+    print(f"{n} image{'s' if n != 1 else ''} ({what}) from {args.checkpoint} ({weights}, epoch "
           f"{header.get('epoch')}) in {took:.1f} s")
     if args.npy:  # the array first: the costlier to lose
         array = images[..., 0].astype(np.float32)
@@ -623,7 +626,8 @@ def build_parser():
 
     sample = command_parser(
         "sample", help="generate images from a shipped model or a checkpoint",
-        description="Generate images with the full DDPM loop of the slides or with DDIM, and "
+        description="Generate images with the slide's full DDPM loop or a few-step sampler "
+        "(DPM-Solver++(2M) by default; DDIM, Heun, ...: the README's 'Sampling faster'), and "
         "save them as a PNG grid (and a .npy array). The shipped models: --pretrained book "
         "(the book's U-Net), conditional (one class at a time, with --class) or latent.")
     which = sample.add_mutually_exclusive_group()
@@ -637,18 +641,23 @@ def build_parser():
     sample.add_argument("--class", dest="class_", default=None, metavar="CLASS",
                         help="with a class-conditional model: the class to draw, by name "
                         "('sneaker') or number (7), or 'all' for a grid with one class a row")
-    sample.add_argument("--guidance", type=real_number(), default=None, metavar="W",
+    sample.add_argument("--guidance", type=real_number(-100, 100), default=None, metavar="W",
                         help="with --class: classifier-free guidance weight w: eps = eps_uncond + "
                         "w (eps_cond - eps_uncond); 0 unconditional, 1 conditional (default: 3)")
     sample.add_argument("--n", type=whole_number(1, 100_000), default=None,
                         help="number of images, up to 100,000 a run (default: 64; with --class "
                         "all: 100)")
-    sample.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim",
-                        help="ddim (fast) or ddpm (the slide's loop, all T - 1 steps)")
+    sample.add_argument("--sampler", choices=list(SAMPLERS), default=DEFAULT_SAMPLER,
+                        help="ddpm: the slide's loop, all T - 1 steps; the others take --steps "
+                        "(see the README's 'Sampling faster')")
     sample.add_argument("--steps", type=whole_number(1), default=None,
-                        help="DDIM steps, 1 to T (4,000 for the shipped models) (default: 50)")
-    sample.add_argument("--eta", type=real_number(0), default=None,
-                        help="DDIM eta: 0 deterministic, 1 as much noise as DDPM (default: 0)")
+                        help=f"time steps, 1 to T (default: {DEFAULT_STEPS}); heun and "
+                        "dpm-solver-2 call the model twice a step")
+    sample.add_argument("--spacing", choices=list(SPACINGS), default=None,
+                        help="which time steps (default: the sampler's measured best)")
+    sample.add_argument("--eta", type=real_number(0, 1), default=None,
+                        help="with --sampler ddim: 0 deterministic, 1 as much noise as DDPM "
+                        "(default: 0)")
     sample.add_argument("--seed", type=whole_number(0, 2**31 - 1), default=None,
                         help="seed of the starting noise (default: a random one)")
     sample.add_argument("--out", default="grid.png", help="PNG grid path")
