@@ -84,6 +84,12 @@ def test_top_level_help_names_the_other_entry_points_and_the_shipped_models():
     (["train", "--epochs", "1", "--ema", "0"], "--ema"),
     (["train-latent", "--epochs", "1", "--ae-epochs", "0"], "--ae-epochs"),
     (["evaluate", "s.npy", "--batch-size", "0"], "--batch-size"),
+    (["train", "--epochs", "1", "--ema", "1"], "--ema"),
+    (["train", "--epochs", "1", "--seed", "-1"], "--seed"),
+    (["sample", "--pretrained", "book", "--eta", "2"], "--eta"),
+    (["sample", "--pretrained", "book", "--eta", "1e300"], "--eta"),
+    (["sample", "--pretrained", "conditional", "--class", "bag", "--guidance", "1e300"],
+     "--guidance"),
 ])
 def test_out_of_range_options_get_one_error_line_naming_them(argv, option, capsys):
     with pytest.raises(SystemExit) as exit_:
