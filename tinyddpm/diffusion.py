@@ -69,7 +69,7 @@ def model_schedule(model, T=None, schedule=None):
     config = getattr(model, "config", None) or {}
     if "T" not in config:
         spec = schedule_spec(schedule)
-        return get_schedule(globals()["T"] if T is None else T, **spec)
+        return get_schedule(**spec) if T is None else get_schedule(T, **spec)
     try:
         own_T = _check_T(config["T"])
     except (TypeError, ValueError) as e:
