@@ -609,18 +609,24 @@ def test_write_errors_name_the_file_and_the_reason(tmp_path):
 
 # ================================================================ 9. the data search never crashes
 
+def _deny(monkeypatch, method, folder):
+    """Make Path.<method> raise PermissionError for the paths in ``folder`` (as root, real
+    permission bits are not enforced)."""
+    real = getattr(Path, method)
+
+    def denied(self):
+        if self.parent == folder:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self)
+    monkeypatch.setattr(Path, method, denied)
+
+
 def test_an_unreadable_default_data_folder_is_skipped_with_a_notice(tmp_path, monkeypatch, capsys):
     locked = tmp_path / "locked"
     locked.mkdir()
     monkeypatch.delenv("TINYDDPM_DATA", raising=False)
     monkeypatch.setattr(data_mod, "SEARCH_DIRS", (str(locked),))
-    real_is_file = Path.is_file
-
-    def is_file(self):
-        if self.parent == locked:
-            raise PermissionError(errno.EACCES, "Permission denied", str(self))
-        return real_is_file(self)
-    monkeypatch.setattr(Path, "is_file", is_file)
+    _deny(monkeypatch, "is_file", locked)
     (X, _), _ = td.load_fashion_mnist()
     err = capsys.readouterr().err
     assert f"skipped {locked} (Permission denied)" in err and "embedded subset" in err
@@ -637,13 +643,7 @@ def test_unreadable_files_in_a_default_place_are_skipped_with_a_notice(tmp_path,
         (folder / name).write_bytes(b"")
     monkeypatch.delenv("TINYDDPM_DATA", raising=False)
     monkeypatch.setattr(data_mod, "SEARCH_DIRS", (str(folder),))
-    real_read = Path.read_bytes
-
-    def read_bytes(self):
-        if self.parent == folder:
-            raise PermissionError(errno.EACCES, "Permission denied", str(self))
-        return real_read(self)
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    _deny(monkeypatch, "read_bytes", folder)
     (X, _), _ = td.load_fashion_mnist()
     err = capsys.readouterr().err
     assert f"skipped {folder}" in err and "Permission denied" in err and len(X) == 4000

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import sys
 import time
@@ -21,23 +20,25 @@ def progress_words(epochs_done, batches_done):
     return f"{done}, {batches_done} batches into epoch {epochs_done + 1}" if batches_done else done
 
 
-def resume_command(args, argv, **replace):
+def resume_command(args, argv, resume=True, **replace):
     """The command that continues this run: the same options as given, plus ``--resume`` (and
-    without ``--init-from``, which only applies to a fresh start). ``replace`` sets options
+    without ``--init-from``, which only applies to a fresh start). ``resume=False``: the command
+    that starts it again instead (no ``--resume``). ``replace`` sets options
     (``learning_rate=1e-4``), dropping the value given before."""
-    drop = {"--init-from"} | {"--" + k.replace("_", "-") for k in replace}
+    drop = {"--init-from"} | {"--" + k.replace("_", "-") for k in replace} | \
+        (set() if resume else {"--resume"})
     words, skip = [], False
     for word in argv:
         if skip:
             skip = False
-        elif word in drop:
+        elif word in drop and word != "--resume":  # an option with a value: drop both
             skip = True
         elif word.split("=", 1)[0] not in drop:
             words.append(word)
     for key, value in replace.items():
         words += ["--" + key.replace("_", "-"), f"{value:g}" if isinstance(value, float) else value]
-    return command("python", "-m", "tinyddpm", *words, *([] if "--resume" in words else
-                                                        ["--resume"]))
+    return command("python", "-m", "tinyddpm", *words,
+                   *(["--resume"] if resume and "--resume" not in words else []))
 
 
 # The options that shape a training run, with their defaults: a checkpoint records them, and
@@ -307,10 +308,9 @@ def _fit(model, train_set, valid_set, args, callbacks, epochs, ckpt):
             advice = (f"The last good checkpoint is {ckpt}; continue from it with a lower "
                       f"learning rate:\n  {resume_command(args, args.argv, learning_rate=lower)}")
         else:
-            words = [w for w in shlex.split(resume_command(args, args.argv, learning_rate=lower))
-                     if w != "--resume"]
             advice = (f"Nothing was saved yet (no epoch finished). Start again with a lower "
-                      f"learning rate:\n  {command(*words)}")
+                      f"learning rate:\n  "
+                      f"{resume_command(args, args.argv, resume=False, learning_rate=lower)}")
         print(f"\nStopped: {e}\n{advice}", file=sys.stderr)
         return 1
     except WriteError as e:
@@ -339,8 +339,8 @@ def _saved_and_how_to_go_on(args, paths):
         print(f"\nInterrupted; {'; '.join(held)}. Continue with:\n"
               f"  {resume_command(args, args.argv)}")
     else:
-        words = [w for w in shlex.split(resume_command(args, args.argv)) if w != "--resume"]
-        print(f"\nInterrupted before anything was saved. Start again with:\n  {command(*words)}")
+        print(f"\nInterrupted before anything was saved. Start again with:\n  "
+              f"{resume_command(args, args.argv, resume=False)}")
 
 
 def _train_latent(args):

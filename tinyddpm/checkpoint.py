@@ -139,7 +139,7 @@ def _check_header(path, header):
                               f"{header[field]!r}; the file is damaged or was edited")
 
     def whole(value):
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        return _whole(value) and value >= 0
 
     def number(value):
         return isinstance(value, (int, float)) and not isinstance(value, bool) and \
