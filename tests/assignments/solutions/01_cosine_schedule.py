@@ -1,7 +1,9 @@
+### BEGIN SOLUTION
 """SOLUTION of assignment 1: a correct answer, for teachers and tests (not shipped in the package).
 
-(Built from lessons/assignments/01_cosine_schedule.py; its text follows.)
+(The student's file lessons/assignments/01_cosine_schedule.py is made from this one: python -m tinyddpm.grade.assign.)
 """
+### END SOLUTION
 """Assignment 1: the cosine variance schedule (slides "Variance Schedule").
 
 Fill in `variance_schedule` below, then check your work with the autograder:
@@ -62,12 +64,16 @@ def variance_schedule(T, s=0.008, max_beta=0.999):
     * Put alpha_0 = 1 in front with np.append (or np.concatenate), convert to float32 *before*
       computing beta and the cumulative product (np.cumprod), so that alpha + beta == 1 exactly.
     """
+    ### BEGIN SOLUTION
     steps = np.arange(T + 1) / T
     f = np.cos((steps + s) / (1 + s) * (np.pi / 2)) ** 2
     ratios = f[1:] / f[:-1]                                  # alpha_t = f(t) / f(t-1), t = 1..T
     alpha = np.concatenate([[1.0], np.maximum(ratios, 1 - max_beta)]).astype(np.float32)
     beta = 1 - alpha
     return alpha, np.cumprod(alpha), beta
+    ### END SOLUTION
+    ### STUB raise NotImplementedError("compute f(t), alpha_t = f(t)/f(t-1) clipped, then beta and the "
+    ### STUB                           "cumulative product")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
+### BEGIN SOLUTION
 """SOLUTION of assignment 2: a correct answer, for teachers and tests (not shipped in the package).
 
-(Built from lessons/assignments/02_prepare_batch.py; its text follows.)
+(The student's file lessons/assignments/02_prepare_batch.py is made from this one: python -m tinyddpm.grade.assign.)
 """
+### END SOLUTION
 """Assignment 2: preparing a training batch (slide "Preparing Batch for Training").
 
 Fill in `prepare_batch` below, then check your work with the autograder:
@@ -70,6 +72,7 @@ def prepare_batch(X, alpha_cumprod, rng):
       so that it broadcasts against the images.
     * rng.standard_normal(shape, dtype=np.float32) draws float32 noise directly.
     """
+    ### BEGIN SOLUTION
     T = len(alpha_cumprod) - 1
     x = X[..., np.newaxis].astype(np.float32) * 2 - 1       # [0, 1] -> [-1, 1]
     n = x.shape[0]
@@ -78,6 +81,8 @@ def prepare_batch(X, alpha_cumprod, rng):
     abar = np.asarray(alpha_cumprod, dtype=np.float32)[time].reshape(n, 1, 1, 1)
     x_noisy = np.sqrt(abar) * x + np.sqrt(1 - abar) * noise
     return {"X_noisy": x_noisy.astype(np.float32), "time": time}, noise
+    ### END SOLUTION
+    ### STUB raise NotImplementedError("scale X, draw t and the noise from rng, apply the shortcut")
 
 
 if __name__ == "__main__":

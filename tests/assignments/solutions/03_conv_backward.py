@@ -1,7 +1,9 @@
+### BEGIN SOLUTION
 """SOLUTION of assignment 3: a correct answer, for teachers and tests (not shipped in the package).
 
-(Built from lessons/assignments/03_conv_backward.py; its text follows.)
+(The student's file lessons/assignments/03_conv_backward.py is made from this one: python -m tinyddpm.grade.assign.)
 """
+### END SOLUTION
 """Assignment 3: the backward pass of a convolution (slides "Building the Model", "Training").
 
 The U-Net of the slides is mostly convolutions, and training it (model.fit) needs the gradient
@@ -77,6 +79,7 @@ def conv2d_backward(x, w, dy):
     * Start from np.zeros_like(x) and np.zeros_like(w) so the dtypes match the inputs.
     * Test a 1x1 kernel first: then dx = dy @ w[0, 0].T.
     """
+    ### BEGIN SOLUTION
     kh, kw = w.shape[:2]
     ho, wo = dy.shape[1:3]
     dx = np.zeros_like(x)
@@ -87,6 +90,8 @@ def conv2d_backward(x, w, dy):
             dw[i, j] = np.tensordot(window, dy, axes=([0, 1, 2], [0, 1, 2]))
             dx[:, i:i + ho, j:j + wo, :] += dy @ w[i, j].T
     return dx, dw
+    ### END SOLUTION
+    ### STUB raise NotImplementedError("loop over the kernel taps (i, j) and accumulate dx and dw")
 
 
 if __name__ == "__main__":

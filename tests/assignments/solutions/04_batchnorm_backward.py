@@ -1,7 +1,9 @@
+### BEGIN SOLUTION
 """SOLUTION of assignment 4: a correct answer, for teachers and tests (not shipped in the package).
 
-(Built from lessons/assignments/04_batchnorm_backward.py; its text follows.)
+(The student's file lessons/assignments/04_batchnorm_backward.py is made from this one: python -m tinyddpm.grade.assign.)
 """
+### END SOLUTION
 """Assignment 4: the backward pass of BatchNorm in training mode (slide "Building the Model").
 
 Every convolution of the book's U-Net is followed by BatchNormalization. In training mode it
@@ -72,6 +74,7 @@ def batchnorm_backward(dy, x, gamma, eps=1e-3):
     * A quick self-check: for each channel, dx sums to 0 (shifting every x of a channel by the
       same amount changes nothing after normalisation).
     """
+    ### BEGIN SOLUTION
     axes = tuple(range(x.ndim - 1))
     inv_std = 1 / np.sqrt(x.var(axis=axes) + eps)
     x_hat = (x - x.mean(axis=axes)) * inv_std
@@ -79,6 +82,8 @@ def batchnorm_backward(dy, x, gamma, eps=1e-3):
     dgamma = (dy * x_hat).sum(axis=axes)
     dx = gamma * inv_std * (dy - dy.mean(axis=axes) - x_hat * (dy * x_hat).mean(axis=axes))
     return dx.astype(x.dtype), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+    ### END SOLUTION
+    ### STUB raise NotImplementedError("recompute x_hat, then dbeta, dgamma and dx")
 
 
 if __name__ == "__main__":

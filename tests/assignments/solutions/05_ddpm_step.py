@@ -1,7 +1,9 @@
+### BEGIN SOLUTION
 """SOLUTION of assignment 5: a correct answer, for teachers and tests (not shipped in the package).
 
-(Built from lessons/assignments/05_ddpm_step.py; its text follows.)
+(The student's file lessons/assignments/05_ddpm_step.py is made from this one: python -m tinyddpm.grade.assign.)
 """
+### END SOLUTION
 """Assignment 5: one reverse (DDPM) step, and the sampling loop (slides "Generating New Images").
 
 Fill in `ddpm_step` and `generate` below, then check your work with the autograder:
@@ -62,9 +64,12 @@ def ddpm_step(x_t, eps, t, alpha, alpha_cumprod, beta, z):
     * sqrt(beta_t) and sqrt(1 - alpha_t) are the same number.
     * NumPy may promote float32 to float64 along the way: .astype(np.float32) at the end.
     """
+    ### BEGIN SOLUTION
     a, ab, b = float(alpha[t]), float(alpha_cumprod[t]), float(beta[t])
     mean = (x_t - b / np.sqrt(1 - ab) * eps) / np.sqrt(a)
     return (mean + np.sqrt(b) * z).astype(np.float32)
+    ### END SOLUTION
+    ### STUB raise NotImplementedError("write the slide's equation for x_{t-1}")
 
 
 def generate(predict_noise, x_T, alpha, alpha_cumprod, beta, rng):
@@ -93,12 +98,15 @@ def generate(predict_noise, x_T, alpha, alpha_cumprod, beta, rng):
     * range(T - 1, 0, -1) counts T-1, T-2, ..., 1, exactly as on the slide.
     * Call your own ddpm_step.
     """
+    ### BEGIN SOLUTION
     T = len(alpha) - 1
     x = x_T
     for t in range(T - 1, 0, -1):
         z = rng.standard_normal(x.shape, dtype=np.float32) if t > 1 else np.zeros_like(x)
         x = ddpm_step(x, predict_noise(x, t), t, alpha, alpha_cumprod, beta, z)
     return x
+    ### END SOLUTION
+    ### STUB raise NotImplementedError("loop t = T-1 .. 1: predict the noise, draw z, take a step")
 
 
 if __name__ == "__main__":

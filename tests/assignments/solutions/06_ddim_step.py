@@ -1,7 +1,9 @@
+### BEGIN SOLUTION
 """SOLUTION of assignment 6: a correct answer, for teachers and tests (not shipped in the package).
 
-(Built from lessons/assignments/06_ddim_step.py; its text follows.)
+(The student's file lessons/assignments/06_ddim_step.py is made from this one: python -m tinyddpm.grade.assign.)
 """
+### END SOLUTION
 """Assignment 6: one DDIM step, with the clip and the recomputed noise (after "Generating New
 Images": the slides end with "the main downside is that they take a very long time to generate
 images"; DDIM is the standard fix).
@@ -56,7 +58,10 @@ def ddim_timesteps(T, steps):
     * np.arange(steps) * (T / steps) is a float array; 1 + that, converted with .astype(np.int64),
       rounds down (the values are positive).
     """
+    ### BEGIN SOLUTION
     return np.floor(1 + np.arange(steps) * T / steps).astype(np.int64)
+    ### END SOLUTION
+    ### STUB raise NotImplementedError("1 + k * T / steps for k = 0..steps-1, rounded down, as integers")
 
 
 def ddim_step(x_t, eps, abar_t, abar_prev, clip=True):
@@ -87,11 +92,14 @@ def ddim_step(x_t, eps, abar_t, abar_prev, clip=True):
     * With abar_prev = 1 the result is x0_hat itself (clipped when clip=True).
     * .astype(np.float32) at the end.
     """
+    ### BEGIN SOLUTION
     x0_hat = (x_t - np.sqrt(1 - abar_t) * eps) / np.sqrt(abar_t)
     if clip:
         x0_hat = np.clip(x0_hat, -1, 1)
         eps = (x_t - np.sqrt(abar_t) * x0_hat) / np.sqrt(1 - abar_t)
     return (np.sqrt(abar_prev) * x0_hat + np.sqrt(1 - abar_prev) * eps).astype(np.float32)
+    ### END SOLUTION
+    ### STUB raise NotImplementedError("x0_hat, (clip and recompute eps), then the jump to t'")
 
 
 if __name__ == "__main__":

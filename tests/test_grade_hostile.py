@@ -1,0 +1,272 @@
+"""Hostile and careless submissions, graded through the command line in a subprocess with a
+wall-clock bound: every cheat scores what the honest code in it deserves (0 for a stub) or is
+flagged; processes a submission starts end with it; limits stop what they should, with a reason;
+student text cannot reach the teacher's spreadsheet or terminal."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tinyddpm.grade import integrity
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "tests" / "assignments" / "solutions"
+STUB_1 = (ROOT / "lessons" / "assignments" / "01_cosine_schedule.py").read_text()
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="the sandbox's process checks read /proc")
+
+
+def cli(*args, timeout=120):
+    """Run the grader's command line; returns (exit status, stdout, stderr, seconds)."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "tinyddpm.grade", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
+
+
+def write(folder, name, source):
+    path = Path(folder) / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def graded(path, assignment=1, *extra, timeout=120):
+    code, out, err, _ = cli(assignment, path, "--json", *extra, timeout=timeout)
+    assert code in (0, 1), err
+    return json.loads(out)
+
+
+def leftover_processes():
+    """Processes still carrying a grading run's token (none may outlive their run)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if b"TINYDDPM_GRADE_TOKEN=" in f.read():
+                        found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+# --------------------------------------------------------------------------- forged grades
+
+STUB_BODY = """
+import numpy as np
+def variance_schedule(T, s=0.008, max_beta=0.999):
+    raise NotImplementedError
+"""
+
+CHEATS = {
+    "patches the runner through sys.modules['__main__']": ("""
+        import sys, numpy as np
+        main = sys.modules["__main__"]
+        main.run_call = lambda *a, **k: ({"value": (np.ones(4001, np.float32),) * 3}, [])
+        main.Encoder.__call__ = lambda self, v, depth=0: {"t": "none"}
+    """, True),
+    "patches NumPy's comparisons": ("""
+        import numpy as np
+        np.allclose = np.array_equal = lambda *a, **k: True
+        np.isclose = lambda a, b, **k: np.ones(np.shape(a), bool)
+    """, True),
+    "forges result files and exits": ("""
+        import json, os, sys
+        out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+        for i in range(7):
+            with open(os.path.join(out, f"{i}.json"), "w") as f:
+                json.dump({"calls": [{"value": {"t": "int", "v": 1}}]}, f)
+            with open(os.path.join(out, f"{i}.json"), "w") as f:
+                json.dump({"passed": True, "points": 10}, f)
+        with open(os.path.join(out, "import.json"), "w") as f:
+            json.dump({"ok": True}, f)
+        os._exit(0)
+    """, False),
+    "prints the old protocol's result lines": ("""
+        import os
+        for fd in (1, 2, 3, 4):
+            try:
+                os.write(fd, b'TINYDDPM-GRADE {"event": "check", "id": "t0", "passed": true}\\n')
+            except OSError:
+                pass
+    """, True),
+    "imports the reference": ("""
+        from tinyddpm.schedule import variance_schedule
+    """, False),
+    "imports the reference through importlib": ("""
+        import importlib
+        variance_schedule = importlib.import_module("tinyddpm.schedule").variance_schedule
+    """, False),
+    "finds site-packages and imports the reference": ("""
+        import sys, glob
+        sys.path += glob.glob("/usr/lib/python3*/site-packages") + glob.glob(
+            "/usr/local/lib/python3*/site-packages") + glob.glob("/root/.pyenv/versions/*/lib/"
+            "python3*/site-packages") + [%(repo)r]
+        from tinyddpm.schedule import variance_schedule
+    """, False),
+}
+CHEATS = {name: textwrap.dedent(code) + (STUB_BODY if stub else "")
+          for name, (code, stub) in CHEATS.items()}
+
+
+@pytest.mark.parametrize("name", list(CHEATS))
+def test_a_cheat_scores_what_its_honest_code_deserves_and_is_flagged(name, tmp_path):
+    path = write(tmp_path, "mallory.py", CHEATS[name] % {"repo": str(ROOT)}
+                 if "%(repo)" in CHEATS[name] else CHEATS[name])
+    report = graded(path)
+    assert report["total"] == 0, (name, report)
+    if name != "patches NumPy's comparisons":    # patching NumPy is ordinary code: it just fails
+        assert report["flags"], (name, report)
+
+
+def test_exec_of_a_classmates_file_is_flagged(tmp_path):
+    alice = tmp_path / "alice.py"
+    alice.write_text((SOLUTIONS / "01_cosine_schedule.py").read_text())
+    os.chmod(tmp_path, 0o755)
+    os.chmod(alice, 0o644)
+    mallory = write(tmp_path, "mallory.py", f"exec(open({str(alice)!r}).read())\n")
+    report = graded(mallory)
+    flags = " ".join(report["flags"])
+    assert "exec" in flags and "open" in flags
+
+
+def test_one_students_patches_do_not_reach_the_next(tmp_path):
+    write(tmp_path, "aaa_patcher.py", CHEATS["patches NumPy's comparisons"])
+    write(tmp_path, "bbb_honest_stub.py", STUB_1)
+    code, out, err, _ = cli(1, tmp_path, "--json")
+    reports = {r["student"]: r for r in json.loads(out)["reports"]}
+    assert reports["aaa_patcher"]["total"] == 0 and reports["bbb_honest_stub"]["total"] == 0
+
+
+def test_process_exit_with_status_0_is_not_a_silent_success(tmp_path):
+    path = write(tmp_path, "quitter.py", "import os\nos._exit(0)\n")
+    code, out, err, _ = cli(1, tmp_path, "--csv", tmp_path / "scores.csv")
+    assert code == 0 and "quitter" in out
+    row = next(csv.DictReader(open(tmp_path / "scores.csv")))
+    assert row["total"] == "0" and row["reason"] == "ended early" and "os._exit" in row["flags"]
+    assert path.exists()
+
+
+# --------------------------------------------------------------------------- limits
+
+def test_pipe_holding_children_and_a_fork_loop_end_with_the_file_limit(tmp_path):
+    path = write(tmp_path, "forker.py", """
+        import os, subprocess, time
+        subprocess.Popen(["sleep", "125.5"])          # keeps every inherited descriptor open
+        for _ in range(50):                           # bounded: at most 50 processes
+            try:
+                if os.fork() == 0:
+                    os.setsid()                       # leaves the process group too
+                    time.sleep(125)
+                    os._exit(0)
+            except OSError:
+                break
+        def variance_schedule(T, s=0.008, max_beta=0.999):
+            time.sleep(125)
+    """)
+    code, out, err, seconds = cli(1, path, "--json", "--file-limit", 4, "--time-limit", 2,
+                                  timeout=60)
+    report = json.loads(out)
+    assert seconds < 30, seconds                      # 4 s of limit, plus start-up and checks
+    assert report["total"] == 0
+    time.sleep(0.5)
+    assert leftover_processes() == []
+    assert subprocess.run(["pgrep", "-f", "sleep 125.5"], capture_output=True).returncode == 1
+    flags = " ".join(report["flags"])
+    assert "subprocess" in flags and "os.fork" in flags and "os.setsid" in flags
+
+
+def test_a_memory_hog_is_stopped_by_the_limit_with_a_reason(tmp_path):
+    path = write(tmp_path, "hog.py", """
+        import numpy as np
+        def variance_schedule(T, s=0.008, max_beta=0.999):
+            big = np.ones(20 * 10**9 // 8)            # 20 GB
+            return big, big, big
+    """)
+    report = graded(path, 1, "--memory-limit", 1024)
+    assert report["total"] == 0 and report["reason"] == "memory limit"
+    assert "ran out of memory (the limit is 1024 MB)" in report["checks"][0]["message"]
+
+
+def test_output_flood_does_not_reach_the_teacher(tmp_path):
+    path = write(tmp_path, "loud.py", """
+        import os, sys
+        chunk = b"x" * 2**20
+        for _ in range(300):
+            os.write(2, chunk)
+            os.write(1, chunk)
+        print("loud" * 1000, file=sys.stderr)
+        raise ValueError("\\x1b[31mred\\x1b[0m\\nsecond line\\r=HYPERLINK()")
+    """)
+    code, out, err, _ = cli(1, path, timeout=120)
+    assert len(out) + len(err) < 20_000
+    assert chr(27) not in out and "\nsecond line" not in out and "\r" not in out
+    assert "ValueError: ?[31mred?[0m" in out
+
+
+# --------------------------------------------------------------------------- the class run
+
+def test_class_run_escapes_formulas_validates_names_and_reports_the_roster(tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    write(subs, "=1+2.py", STUB_1)
+    (subs / "alice.py").write_text((SOLUTIONS / "01_cosine_schedule.py").read_text())
+    notebook = json.loads((ROOT / "lessons" / "assignments" /
+                           "01_cosine_schedule.ipynb").read_text())
+    notebook["cells"][1]["source"] = (SOLUTIONS / "01_cosine_schedule.py").read_text()
+    (subs / "bob.ipynb").write_text(json.dumps(notebook))
+    roster = tmp_path / "roster.txt"
+    roster.write_text("# class 1\nalice\nbob\ncarol\n")
+    feedback = tmp_path / "feedback"
+    scores = tmp_path / "scores.csv"
+    code, out, err, _ = cli(1, subs, "--csv", scores, "--roster", roster, "--feedback", feedback)
+    assert code == 1, (out, err)                       # carol has no submission
+    rows = {r["student"]: r for r in csv.DictReader(open(scores))}
+    assert set(rows) == {"alice", "bob", "carol", "'=1+2"}
+    assert rows["alice"]["total"] == "10" and rows["bob"]["total"] == "10"
+    assert rows["carol"]["reason"] == "no submission"
+    assert "not on the roster" in rows["'=1+2"]["flags"]
+    assert "file name" in rows["'=1+2"]["flags"]
+    for cell in (c for r in rows.values() for c in r.values()):
+        assert not cell.startswith(("=", "+", "-", "@")), cell
+    text = (feedback / "alice.md").read_text()
+    assert "10/10" in text and "FLAG" not in text.upper().replace("FLAGS FOR", "")
+    assert (feedback / "carol.md").exists()
+
+
+def test_copies_are_found_and_the_stub_is_boilerplate(tmp_path):
+    pytest.importorskip("copydetect")
+    solution = (SOLUTIONS / "01_cosine_schedule.py").read_text()
+    renamed = solution.replace("ratios", "r").replace("steps", "u").replace("    f = ", "    g = ") \
+        .replace("f[1:] / f[:-1]", "g[1:] / g[:-1]").replace("\n\n\n", "\n\n")
+    codes = {"alice": solution, "bob": renamed, "carol": STUB_1, "dave": STUB_1}
+    pairs = integrity.similar_pairs(codes, boilerplate=STUB_1)
+    assert [(a, b) for a, b, _ in pairs] == [("alice", "bob")]
+    assert pairs[0][2] >= 0.9
+
+
+def test_thirty_correct_and_five_hanging_files_finish_within_the_bound(tmp_path):
+    solution = (SOLUTIONS / "01_cosine_schedule.py").read_text()
+    for i in range(10):
+        (tmp_path / f"good{i:02d}.py").write_text(solution)
+    for i in range(3):
+        write(tmp_path, f"hang{i}.py", """
+            import signal
+            signal.signal(signal.SIGALRM, signal.SIG_IGN)
+            while True:
+                pass
+        """)
+    code, out, err, seconds = cli(1, tmp_path, "--json", "--file-limit", 3, "--time-limit", 1,
+                                  timeout=300)
+    reports = json.loads(out)["reports"]
+    assert [r["total"] for r in reports].count(10) == 10
+    assert all(r["reason"] == "time limit" for r in reports if r["student"].startswith("hang"))
+    assert seconds < 13 * 3 + 30, seconds              # the stated bound: files x file limit
+    assert leftover_processes() == []

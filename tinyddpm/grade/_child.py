@@ -1,0 +1,318 @@
+"""The student's side of the grader: a script run by :mod:`tinyddpm.grade.runner` as
+
+    python -I -S _child.py WORKDIR
+
+in a sandbox (its own process group or PID namespace, resource limits, a temporary WORKDIR holding
+only the student's file, no site-packages: NumPy alone is importable, through WORKDIR/lib). It
+imports the student's file, makes the calls listed in WORKDIR/request.json (one group per check,
+each group under a time limit) and writes what they returned to WORKDIR/out: a JSON file per
+check, arrays as .npy files beside it. It decides nothing: the grader reads those files (with
+``allow_pickle=False``, validated) and compares them with references it computes itself.
+
+This file must not import tinyddpm (the child cannot), only the standard library and NumPy.
+"""
+import json
+import os
+import signal
+import sys
+import traceback
+
+WORK = os.path.abspath(sys.argv[1])
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != HERE]  # no grader modules
+sys.path.append(os.path.join(WORK, "lib"))                                  # numpy only
+sys.dont_write_bytecode = True
+
+with open(os.path.join(WORK, "request.json"), encoding="utf-8") as f:
+    REQUEST = json.load(f)
+
+def set_limits(limits):
+    """Resource limits, set before any student code runs (it cannot raise them again)."""
+    import resource
+
+    table = (("as", resource.RLIMIT_AS, 0), ("cpu", resource.RLIMIT_CPU, 2),
+             ("nproc", resource.RLIMIT_NPROC, 0), ("fsize", resource.RLIMIT_FSIZE, 0),
+             ("nofile", resource.RLIMIT_NOFILE, 0), ("core", resource.RLIMIT_CORE, 0))
+    for key, which, grace in table:
+        value = 0 if key == "core" else limits.get(key)
+        if value is None:
+            continue
+        _, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard - grace) if hard > grace else hard
+        resource.setrlimit(which, (value, value + grace if hard == resource.RLIM_INFINITY
+                                   else min(value + grace, hard)))
+
+
+set_limits(REQUEST.get("limits") or {})
+import numpy as np  # noqa: E402  (after the path is set)
+
+#: modules imported before switching to nobody (where Python lives in a folder nobody cannot
+#: read, such as /root, a module first imported after the switch cannot be read)
+PRELOAD = ("math cmath random functools itertools collections collections.abc typing dataclasses "
+           "operator statistics fractions decimal copy time warnings contextlib enum abc numbers "
+           "string re json textwrap heapq bisect array struct traceback linecache tokenize "
+           "importlib.util numpy.linalg numpy.random numpy.fft numpy.lib.stride_tricks "
+           "numpy.polynomial encodings.latin_1 encodings.ascii").split()
+
+if REQUEST.get("drop"):        # graded as root: run as nobody from here on
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    uid, gid = REQUEST["drop"]
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+
+OUT = os.path.join(WORK, "out")
+SOURCE = os.path.join(WORK, REQUEST["source"])
+MAX_ITEMS, MAX_DEPTH, MAX_TEXT = 64, 6, 300
+
+
+class TimeLimit(BaseException):
+    """Raised by the alarm inside student code (a BaseException: ``except Exception`` in student
+    code does not swallow it)."""
+
+
+def on_alarm(signum, frame):
+    raise TimeLimit()
+
+
+signal.signal(signal.SIGALRM, on_alarm)
+
+
+class Sink:
+    def write(self, s):
+        return len(s)
+
+    def flush(self):
+        pass
+
+
+def quiet():
+    """Drop everything the student's code prints, from Python and from C."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    sys.stdout = sys.stderr = Sink()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+class RecordingRng:
+    def __init__(self, seed):
+        self._rng = np.random.default_rng(seed)
+        self.draws = []
+
+    def standard_normal(self, size=None, dtype=np.float64, out=None):
+        z = self._rng.standard_normal(size, dtype=dtype)
+        self.draws.append(np.array(z, dtype=np.float64))
+        if out is not None:
+            out[...] = z
+            return out
+        return z
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        z = self._rng.standard_normal(size)
+        self.draws.append(np.array(z))
+        return loc + scale * z
+
+    def __getattr__(self, name):
+        raise AttributeError(f"in this exercise, draw z with rng.standard_normal(x.shape) "
+                             f"(the grader's rng has no .{name})")
+
+
+class FakeModel:
+    def __init__(self, T):
+        self.T, self.calls = T, []
+
+    def __call__(self, x, t):
+        x = np.asarray(x)
+        t_arr = np.asarray(t)
+        if t_arr.ndim == 0:
+            t_value = t_arr.item()
+        else:
+            if t_arr.shape != (len(x),) or not np.all(t_arr == t_arr.reshape(-1)[0]):
+                raise ValueError(f"predict_noise was called with time of shape {t_arr.shape}: "
+                                 "pass the step t as an int, or np.full(len(x), t)")
+            t_value = t_arr.reshape(-1)[0].item()
+        self.calls.append(t_value)
+        return (0.5 * np.tanh(x) + 0.01 * t_value / self.T).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- values in and out
+
+def decode(node, fixtures):
+    t = node["t"]
+    if t == "array":
+        return np.load(os.path.join(WORK, node["f"]), allow_pickle=False)
+    if t in ("int", "float", "bool", "str"):
+        return node["v"]
+    if t == "none":
+        return None
+    if t in ("tuple", "list"):
+        items = [decode(n, fixtures) for n in node["items"]]
+        return tuple(items) if t == "tuple" else items
+    if t == "dict":
+        return {k: decode(n, fixtures) for k, n in node["items"]}
+    if t == "rng":
+        return np.random.default_rng(node["seed"])
+    if t == "recording_rng":
+        fixtures.append(("draws", RecordingRng(node["seed"])))
+        return fixtures[-1][1]
+    if t == "fake_model":
+        fixtures.append(("calls", FakeModel(node["T"])))
+        return fixtures[-1][1]
+    raise ValueError(f"unknown node {t!r}")
+
+
+class Encoder:
+    """Turns a returned value into a JSON tree; arrays go to .npy files in ``folder``."""
+
+    def __init__(self, folder):
+        self.folder, self.count = folder, 0
+
+    def array(self, a, t="array"):
+        os.makedirs(self.folder, exist_ok=True)
+        name = f"{self.count}.npy"
+        self.count += 1
+        np.save(os.path.join(self.folder, name), a, allow_pickle=False)
+        return {"t": t, "f": name}
+
+    def __call__(self, v, depth=0):
+        if depth > MAX_DEPTH:
+            return {"t": "other", "name": "(nested too deep)"}
+        if isinstance(v, np.ndarray):
+            if v.dtype.kind not in "biuf":
+                return {"t": "other", "name": f"ndarray of {v.dtype}"}
+            return self.array(np.asarray(v))
+        if isinstance(v, np.generic) and np.asarray(v).dtype.kind in "biuf":
+            return self.array(np.asarray(v), "scalar")
+        if isinstance(v, bool):
+            return {"t": "bool", "v": v}
+        if isinstance(v, int) and abs(v) < 2 ** 62:
+            return {"t": "int", "v": v}
+        if isinstance(v, float):
+            return {"t": "float", "v": v if np.isfinite(v) else repr(v)}
+        if v is None:
+            return {"t": "none"}
+        if isinstance(v, str):
+            return {"t": "str", "v": v[:MAX_TEXT]}
+        if isinstance(v, (tuple, list)) and len(v) <= MAX_ITEMS:
+            return {"t": "tuple" if isinstance(v, tuple) else "list",
+                    "items": [self(x, depth + 1) for x in v]}
+        if isinstance(v, dict) and len(v) <= MAX_ITEMS:
+            return {"t": "dict", "items": [[str(k)[:MAX_TEXT], self(x, depth + 1)]
+                                           for k, x in v.items()]}
+        return {"t": "other", "name": type(v).__name__[:MAX_TEXT]}
+
+
+def where(exc):
+    """(line, code) of the deepest frame inside the student's file."""
+    line = code = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if os.path.abspath(frame.filename) == SOURCE:
+            line, code = frame.lineno, (frame.line or "").strip()[:MAX_TEXT]
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        line, code = exc.lineno, None
+    return line, code
+
+
+def error(kind, exc=None, **extra):
+    out = {"kind": kind, **extra}
+    if exc is not None:
+        text = exc.msg if isinstance(exc, SyntaxError) and exc.msg else str(exc).strip()
+        out["type"] = type(exc).__name__[:MAX_TEXT]
+        out["message"] = (text.splitlines() or [""])[0][:MAX_TEXT]
+        out["line"], out["code"] = where(exc)
+    return out
+
+
+def write_json(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def limited(seconds, fn, *args, **kwargs):
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+# --------------------------------------------------------------------------- the run
+
+def load_student(limit):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("submission", SOURCE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["submission"] = module
+    try:
+        limited(limit, spec.loader.exec_module, module)
+    except TimeLimit:
+        return None, {"kind": "timeout"}
+    except BaseException as exc:  # noqa: BLE001 - anything the student's file does
+        return None, error("exception", exc)
+    return module, None
+
+
+def run_call(module, spec, limit, timed_out):
+    name = spec["fn"]
+    if name in timed_out:
+        return {"error": {"kind": "skipped", "function": name, "after": timed_out[name]}}, []
+    fn = getattr(module, name, None)
+    if fn is None:
+        return {"error": {"kind": "missing", "function": name}}, []
+    if not callable(fn):
+        return {"error": {"kind": "not_callable", "function": name}}, []
+    fixtures = []
+    args = [decode(n, fixtures) for n in spec["args"]]
+    kwargs = {k: decode(n, fixtures) for k, n in spec["kwargs"].items()}
+    try:
+        value = limited(limit, fn, *args, **kwargs)
+    except TimeLimit:
+        return {"error": {"kind": "timeout", "function": name}}, fixtures
+    except NotImplementedError:
+        return {"error": {"kind": "not_implemented", "function": name}}, fixtures
+    except MemoryError as exc:
+        return {"error": error("memory", exc, function=name)}, fixtures
+    except BaseException as exc:  # noqa: BLE001 - anything student code raises, exit() too
+        return {"error": error("exception", exc, function=name)}, fixtures
+    return {"value": value}, fixtures
+
+
+def main():
+    limit = float(REQUEST["time_limit"])
+    write_json(os.path.join(OUT, "started.json"), {"pid": os.getpid()})
+    quiet()
+    module, failure = load_student(limit)
+    write_json(os.path.join(OUT, "import.json"), {"ok": failure is None, "error": failure})
+    if failure:
+        return
+    timed_out = {}
+    for i, check in enumerate(REQUEST["checks"]):
+        encode = Encoder(os.path.join(OUT, str(i)))
+        results = []
+        for spec in check["calls"]:
+            outcome, fixtures = run_call(module, spec, limit, timed_out)
+            if "value" in outcome:
+                outcome = {"value": encode(outcome["value"])}
+            elif outcome["error"]["kind"] == "timeout":
+                timed_out[spec["fn"]] = check["id"]
+            outcome["recorded"] = {key: encode(getattr(f, key)) for key, f in fixtures}
+            results.append(outcome)
+            if "error" in outcome:
+                break        # the check's later calls would be charged for the same failure
+        write_json(os.path.join(OUT, f"{i}.json"), {"calls": results})
+
+
+if __name__ == "__main__":
+    main()

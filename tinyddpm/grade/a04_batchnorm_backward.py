@@ -1,0 +1,133 @@
+"""Assignment 4: BatchNorm's backward pass in training mode
+(``lessons/assignments/04_batchnorm_backward.py``), checked against the autograd backward of
+:func:`tinyddpm.functional.batch_norm_train` in float64."""
+import numpy as np
+
+from .framework import Assignment, Fail, array, call, close, register, tuple_of
+
+A4 = register(Assignment(4, "batchnorm_backward", "The backward pass of BatchNorm (training mode)",
+                         "Building the Model", ["batchnorm_forward", "batchnorm_backward"], 60))
+EPS = 1e-3
+
+
+def case(shape, dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    c = shape[-1]
+    x = (rng.standard_normal(shape) * rng.uniform(0.5, 2, c) + rng.uniform(-1, 1, c)).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, c).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    return x, gamma, dy
+
+
+def reference(x, gamma, dy):
+    """(dx, dgamma, dbeta) from the engine: functional.batch_norm_train's backward, float64."""
+    from .. import functional as F
+    from ..tensor import Tensor
+
+    shape = x.shape
+    as4d = (lambda a: a.reshape(a.shape[0], 1, 1, a.shape[-1])) if x.ndim == 2 else (lambda a: a)
+    xt = Tensor(as4d(x.astype(np.float64)), requires_grad=True)
+    gt = Tensor(gamma.astype(np.float64), requires_grad=True)
+    bt = Tensor(np.zeros_like(gamma, dtype=np.float64), requires_grad=True)
+    F.batch_norm_train(xt, gt, bt, eps=EPS).backward(as4d(dy.astype(np.float64)))
+    return xt.grad.reshape(shape), gt.grad, bt.grad
+
+
+def constant_statistics_dx(x, gamma, dy):
+    """dx when the batch mean and variance are treated as constants."""
+    return dy * gamma / np.sqrt(x.var(axis=tuple(range(x.ndim - 1))) + EPS)
+
+
+def dx_over(x, gamma, dy, axes):
+    """dx with the statistics taken over ``axes`` (a known mistake when not all but the last)."""
+    mean = x.mean(axis=axes, keepdims=True)
+    std = np.sqrt(x.var(axis=axes, keepdims=True) + EPS)
+    x_hat, g = (x - mean) / std, dy * gamma
+    return (g - g.mean(axis=axes, keepdims=True)
+            - x_hat * (g * x_hat).mean(axis=axes, keepdims=True)) / std
+
+
+def student(value, x):
+    dx, dgamma, dbeta = tuple_of(value, 3, "batchnorm_backward", ("dx", "dgamma", "dbeta"))
+    c = x.shape[-1]
+    return array(dx, "dx", x.shape), array(dgamma, "dgamma", (c,)), array(dbeta, "dbeta", (c,))
+
+
+def backward(x, gamma, dy):
+    return call("batchnorm_backward", dy, x, gamma)
+
+
+CASES = {"returns": case((4, 3, 3, 2)), "dtype": case((4, 3, 3, 5), np.float32),
+         "dbeta": case((4, 5, 5, 3), seed=1), "dgamma": case((4, 5, 5, 3), seed=2),
+         "dx": case((4, 5, 5, 3), seed=3), "dense": case((16, 4), seed=4)}
+
+
+@A4.check("returns", 1, "batchnorm_backward(dy, x, gamma) returns (dx, dgamma, dbeta)",
+          lambda: [backward(*CASES["returns"])])
+def _(r):
+    for name, a in zip(("dx", "dgamma", "dbeta"),
+                       tuple_of(r[0], 3, "batchnorm_backward", ("dx", "dgamma", "dbeta"))):
+        array(a, name)
+
+
+@A4.check("shapes_dtypes", 1, "dx has x's shape, dgamma and dbeta (C,); float32 stays float32",
+          lambda: [backward(*CASES["dtype"])])
+def _(r):
+    x = CASES["dtype"][0]
+    dx, dgamma, dbeta = tuple_of(r[0], 3, "batchnorm_backward", ("dx", "dgamma", "dbeta"))
+    array(dx, "dx", x.shape, np.float32)
+    for name, a in (("dgamma", dgamma), ("dbeta", dbeta)):
+        if isinstance(a, np.ndarray) and a.shape != (5,) and a.size % 5 == 0 and a.ndim > 1:
+            raise Fail(f"{name} has shape {a.shape}: expected (5,), one value per channel\n"
+                       "hint: the statistics and the sums run over every axis but the last, "
+                       "axis=tuple(range(x.ndim - 1)) (here N, H and W), not only axis 0")
+        array(a, name, (5,), np.float32)
+
+
+@A4.check("dbeta", 1, "dbeta = sum of dy over N, H, W", lambda: [backward(*CASES["dbeta"])])
+def _(r):
+    x, gamma, dy = CASES["dbeta"]
+    _, _, dbeta = student(r[0], x)
+    close(dbeta, reference(x, gamma, dy)[2], "dbeta", rtol=1e-6, atol=1e-8)
+
+
+@A4.check("dgamma", 2, "dgamma = sum of dy * x_hat over N, H, W",
+          lambda: [backward(*CASES["dgamma"])])
+def _(r):
+    x, gamma, dy = CASES["dgamma"]
+    _, dgamma, _ = student(r[0], x)
+    close(dgamma, reference(x, gamma, dy)[1], "dgamma", rtol=1e-6, atol=1e-8, mistakes=[
+        ((dy * x).sum(axis=(0, 1, 2)), "use the normalised x_hat = (x - mean) / sqrt(var + eps), "
+                                       "not x")])
+
+
+@A4.check("dx", 4, "dx, through the batch mean and variance too", lambda: [backward(*CASES["dx"])])
+def _(r):
+    x, gamma, dy = CASES["dx"]
+    dx, _, _ = student(r[0], x)
+    close(dx, reference(x, gamma, dy)[0], "dx", rtol=1e-5, atol=1e-8, mistakes=[
+        (constant_statistics_dx(x, gamma, dy), "this treats the batch mean and variance as "
+                                               "constants; they depend on x too (two more terms)"),
+        (dx_over(x, gamma, dy, 0), "the mean and variance are taken over axis 0 only: take them "
+                                   "(and the sums) over every axis but the last, "
+                                   "axis=tuple(range(x.ndim - 1))")])
+
+
+@A4.check("dense_input", 1, "x of shape (N, C) (after a Dense layer): statistics over axis 0",
+          lambda: [backward(*CASES["dense"])])
+def _(r):
+    x, gamma, dy = CASES["dense"]
+    try:
+        dx, dgamma, dbeta = student(r[0], x)
+    except Fail as exc:
+        if "axis" in str(exc) and "out of bounds" in str(exc):
+            raise Fail(f"{exc}\nhint: x may have 2 axes (N, C) as well as 4 (N, H, W, C): use "
+                       "axis=tuple(range(x.ndim - 1)) rather than (0, 1, 2)") from None
+        raise
+    ref = reference(x, gamma, dy)
+    # the 4-d checks charge constant statistics and x instead of x_hat: not again here
+    accepted = ([constant_statistics_dx(x, gamma, dy)], [(dy * x).sum(axis=0)], [])
+    for name, a, want, accept in zip(("dx", "dgamma", "dbeta"), (dx, dgamma, dbeta), ref,
+                                     accepted):
+        close(a, want, name, rtol=1e-5, atol=1e-8, context="for x of shape (16, 4)",
+              accept=accept)

@@ -1,0 +1,115 @@
+"""What the grader writes for the teacher and the students: the class summary, the CSV, and one
+feedback file per student."""
+from __future__ import annotations
+
+import csv
+import os
+
+from .framework import num
+from .runner import clean
+
+#: a spreadsheet reads a cell starting with one of these as a formula
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def cell(value):
+    """A CSV cell that a spreadsheet shows as text (a leading ' before a formula start)."""
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def notes(report):
+    """Every failed check's full message, one per line, after the file-level error."""
+    lines = [report.error] if report.error else []
+    lines += [f"{c.id}: {c.message}" for c in report.checks if not c.passed and c.message]
+    return "\n".join(lines)
+
+
+def write_csv(reports, path, assignment):
+    """One row per student: student, the points of each check (columns named by check id),
+    total, out_of, reason (why points were lost at the file level), flags (integrity, for the
+    teacher), notes (every failed check's message, untruncated). Every text cell is escaped
+    against spreadsheet formulas; written atomically."""
+    from .._files import atomic_write
+
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(["student"] + [c.id for c in assignment.checks]
+                   + ["total", "out_of", "reason", "flags", "notes"])
+        for r in reports:
+            points = {c.id: c.points for c in r.checks}
+            w.writerow([cell(r.student)] + [num(points.get(c.id, 0)) for c in assignment.checks]
+                       + [num(r.total), num(assignment.max_points), cell(r.reason),
+                          cell("; ".join(r.flags)), cell(notes(r))])
+    atomic_write(path, write, binary=False)
+
+
+def _safe_file_name(student):
+    name = "".join(ch if ch.isalnum() or ch in "._@+-" else "_" for ch in student).lstrip(".")
+    return (name or "student")[:64]
+
+
+def feedback(report, assignment):
+    """A student's report as Markdown (no integrity flags: those are for the teacher). Student
+    text (messages) sits in indented blocks, where Markdown renders nothing."""
+    lines = [f"# {assignment.title}: feedback for {clean(report.student, 64)}", "",
+             f"Assignment {assignment.number} (`{assignment.key}`), slide "
+             f"\"{assignment.slide}\".", "",
+             f"**Score: {num(report.total)}/{num(assignment.max_points)}**", ""]
+    if report.error:
+        lines += ["The whole file:", "", *("    " + line for line in report.error.splitlines()),
+                  ""]
+    lines += ["| check | points | what it tests |", "|---|--:|---|"]
+    for c in report.checks:
+        lines.append(f"| `{c.id}` | {num(c.points)}/{num(c.max_points)} | "
+                     f"{c.description.replace('|', '/')} |")
+    failed = [c for c in report.checks if not c.passed]
+    if failed:
+        lines += ["", "## What to fix", ""]
+        for c in failed:
+            lines += [f"### `{c.id}`", "", *("    " + line for line in c.message.splitlines()),
+                      ""]
+    lines += ["", f"Run the grader yourself: `python -m tinyddpm.grade {assignment.number} "
+                  "YOUR_FILE.py`", ""]
+    return "\n".join(lines)
+
+
+def write_feedback(reports, folder, assignment):
+    """One Markdown file a student, ``FOLDER/<student>.md``; returns the paths written."""
+    from .._files import atomic_write
+
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for r in reports:
+        path = os.path.join(folder, _safe_file_name(r.student) + ".md")
+        text = feedback(r, assignment)
+        atomic_write(path, lambda f, text=text: f.write(text), binary=False)
+        paths.append(path)
+    return paths
+
+
+def print_class(assignment, reports, pairs=(), notes_=()):
+    print(f"Assignment {assignment.key}: {len(reports)} students, out of "
+          f"{num(assignment.max_points)}")
+    width = max((len(r.student) for r in reports), default=7)
+    for r in reports:
+        failed = [c.id for c in r.checks if not c.passed]
+        line = f"  {r.student:<{width}}  {num(r.total):>4}/{num(r.max_total)}"
+        if r.reason:
+            line += f"  [{r.reason}]"
+        if failed and len(failed) < len(r.checks):
+            line += f"  failed: {', '.join(failed)}"
+        if r.flags:
+            line += f"  FLAGS: {len(r.flags)}"
+        print(line)
+    flagged = [r for r in reports if r.flags]
+    if flagged:
+        print("Flags for review (they change no points):")
+        for r in flagged:
+            print(f"  {r.student}: " + "; ".join(r.flags))
+    if pairs:
+        print("Similar submissions (copydetect; review them side by side):")
+        for a, b, similarity in pairs:
+            print(f"  {similarity:4.0%}  {a}  ~  {b}")
+    for note in notes_:
+        print(f"Note: {note}")
