@@ -394,3 +394,82 @@ def test_check_option_exits_by_that_check(capsys):
     out = capsys.readouterr().out
     assert "max_beta" in out and "alpha_cumprod" not in out
     assert G.main(["1", wrong, "--check", "nope"]) == 2
+
+
+# --------------------------------------------------------------------------- fairness
+
+def test_reclip_mistake_fails_alpha_cumprod_with_its_hint_and_is_charged_once(tmp_path):
+    path = student(tmp_path, """
+        import numpy as np
+        def variance_schedule(T, s=0.008, max_beta=0.999):
+            t = np.arange(T + 1)
+            f = np.cos((t / T + s) / (1 + s) * np.pi / 2) ** 2
+            alpha = np.append(1, np.maximum(f[1:] / f[:-1], 1 - max_beta)).astype(np.float32)
+            return alpha, (f / f[0]).astype(np.float32), 1 - alpha     # alpha_bar not recomputed
+    """)
+    messages = failed(grade(1, path))
+    assert set(messages) == {"alpha_cumprod"}, messages
+    assert "at t=4000" in messages["alpha_cumprod"] and "recompute" in messages["alpha_cumprod"]
+
+
+def test_schedule_taken_at_t_minus_1_is_charged_by_step_each_t_only(tmp_path):
+    path = student(tmp_path, """
+        import numpy as np
+        def ddpm_step(x_t, eps, t, alpha, alpha_cumprod, beta, z):
+            mean = (x_t - beta[t] / np.sqrt(1 - alpha_cumprod[t - 1]) * eps) / np.sqrt(alpha[t])
+            return (mean + np.sqrt(beta[t]) * z).astype(np.float32)
+    """)
+    messages = failed(grade(5, path))
+    assert "step_value" not in messages and "step_noise" not in messages
+    assert "alpha_bar is taken at t - 1" in messages["step_each_t"]
+
+
+def test_batchnorm_statistics_over_axis_0_cost_the_dx_check_only(tmp_path):
+    path = student(tmp_path, """
+        import numpy as np
+        def batchnorm_backward(dy, x, gamma, eps=1e-3):
+            mean, var = x.mean(axis=0), x.var(axis=0)            # N only, not N, H, W
+            x_hat = (x - mean) / np.sqrt(var + eps)
+            g = dy * gamma
+            dx = (g - g.mean(axis=0) - x_hat * (g * x_hat).mean(axis=0)) / np.sqrt(var + eps)
+            return dx, (dy * x_hat).sum(axis=0), dy.sum(axis=0)
+    """)
+    messages = failed(grade(4, path))
+    assert set(messages) == {"dx"}, messages
+    assert "over axis 0 only" in messages["dx"]
+
+
+def test_conv_overwrite_mistake_is_charged_by_dx_only(tmp_path):
+    path = student(tmp_path, """
+        import numpy as np
+        def conv2d_backward(x, w, dy):
+            kh, kw = w.shape[:2]
+            ho, wo = dy.shape[1:3]
+            dx, dw = np.zeros_like(x), np.zeros_like(w)
+            for i in range(kh):
+                for j in range(kw):
+                    dx[:, i:i + ho, j:j + wo, :] = dy @ w[i, j].T
+                    dw[i, j] = np.einsum("nhwc,nhwk->ck", x[:, i:i + ho, j:j + wo, :], dy)
+            return dx, dw
+    """)
+    messages = failed(grade(3, path))
+    assert set(messages) == {"dx"}, messages
+    assert "accumulate with +=" in messages["dx"]
+
+
+def test_a_check_that_ignores_the_alarm_is_stopped_from_outside_soon_after_its_limit(tmp_path):
+    import time
+
+    path = student(tmp_path, """
+        import signal
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        def variance_schedule(T, s=0.008, max_beta=0.999):
+            while True:
+                pass
+    """)
+    start = time.monotonic()
+    report = G.grade(1, path, time_limit=1, file_limit=120)
+    assert time.monotonic() - start < 20                     # 1 s + 2 s of grace + start-up
+    assert report.total == 0 and report.reason == "time limit"
+    assert "did not stop at the time limit's alarm" in report.error
+    assert report.checks[0].message.startswith("stopped here")

@@ -27,6 +27,8 @@ SHORTER = [
     ("--n 1000 ", "--n 200 --steps 5 "),
     ("--n 64 ", "--n 8 "),
 ]
+# commands whose exit status is not 0 by design: (text in the command, status, why)
+STATUS = [("--roster names.txt", 1, "a student on the roster has no file: not every one graded")]
 # commands that do not run in a test, and why
 NOT_RUN = {
     "pip install -e . && python -m tinyddpm.demo": "the demo runs in tests/test_demo.py",
@@ -58,6 +60,7 @@ def workdir(tmp_path_factory):
     (work / "submissions").mkdir()
     stub = REPO / "lessons" / "assignments" / "03_conv_backward.py"
     (work / "submissions" / "alice.py").write_text(stub.read_text())
+    (work / "names.txt").write_text("alice\nbob\n")          # bob has not handed anything in
     return work
 
 
@@ -117,6 +120,9 @@ def test_bash_commands(workdir):
         assert words[0] == "python", command
         done = subprocess.run([sys.executable, *words[1:]], cwd=workdir, env=env, text=True,
                               capture_output=True, timeout=600)
-        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        want = next((status for text, status, _ in STATUS if text in command), 0)
+        assert done.returncode == want, \
+            f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     assert (workdir / "grid.png").exists() and (workdir / "scores.csv").exists()
+    assert (workdir / "feedback" / "bob.md").read_text().count("no submission") >= 1
     assert np.load(workdir / "samples.npy").shape[1:] == (28, 28)

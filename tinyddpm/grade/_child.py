@@ -264,7 +264,7 @@ def load_student(limit):
     return module, None
 
 
-def run_call(module, spec, limit, timed_out):
+def run_call(module, spec, deadline, timed_out):
     name = spec["fn"]
     if name in timed_out:
         return {"error": {"kind": "skipped", "function": name, "after": timed_out[name]}}, []
@@ -276,8 +276,13 @@ def run_call(module, spec, limit, timed_out):
     fixtures = []
     args = [decode(n, fixtures) for n in spec["args"]]
     kwargs = {k: decode(n, fixtures) for k, n in spec["kwargs"].items()}
+    import time
+
     try:
-        value = limited(limit, fn, *args, **kwargs)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeLimit()
+        value = limited(left, fn, *args, **kwargs)
     except TimeLimit:
         return {"error": {"kind": "timeout", "function": name}}, fixtures
     except NotImplementedError:
@@ -298,16 +303,23 @@ def main():
     if failure:
         return
     timed_out = {}
+    import time
+
     for i, check in enumerate(REQUEST["checks"]):
         encode = Encoder(os.path.join(OUT, str(i)))
         results = []
+        deadline = time.monotonic() + limit           # for all the calls of the check
         for spec in check["calls"]:
-            outcome, fixtures = run_call(module, spec, limit, timed_out)
-            if "value" in outcome:
-                outcome = {"value": encode(outcome["value"])}
-            elif outcome["error"]["kind"] == "timeout":
-                timed_out[spec["fn"]] = check["id"]
-            outcome["recorded"] = {key: encode(getattr(f, key)) for key, f in fixtures}
+            outcome, fixtures = run_call(module, spec, deadline, timed_out)
+            try:
+                if "value" in outcome:
+                    outcome = {"value": encode(outcome["value"])}
+                elif outcome["error"]["kind"] == "timeout":
+                    timed_out[spec["fn"]] = check["id"]
+                outcome["recorded"] = {key: encode(getattr(f, key)) for key, f in fixtures}
+            except BaseException as exc:  # noqa: BLE001 - too large for the file limit, ...
+                outcome = {"error": error("unsaveable", exc, function=spec["fn"]),
+                           "recorded": {}}
             results.append(outcome)
             if "error" in outcome:
                 break        # the check's later calls would be charged for the same failure

@@ -67,6 +67,8 @@ def parser():
     p.add_argument("--memory-limit", type=whole_number(256, 2 ** 20),
                    default=DEFAULT_MEMORY_LIMIT, metavar="MB",
                    help="address space of the student's process")
+    p.add_argument("--jobs", type=whole_number(1, 64), default=1, metavar="N",
+                   help="grade N students' files at once (a class folder)")
     p.add_argument("--similarity", type=real_number(0, 1), default=DEFAULT_SIMILARITY,
                    metavar="FRACTION",
                    help="flag pairs of a class's files at least this similar (copydetect)")
@@ -132,7 +134,7 @@ def main(argv=None):
         from .submissions import find_submissions
         if not find_submissions(args.path)[0] and roster is None:
             return _usage(p, f"no .py or .ipynb files in the folder {args.path}")
-        reports, notes = grade_folder(assignment, args.path, roster=roster,
+        reports, notes = grade_folder(assignment, args.path, roster=roster, jobs=args.jobs,
                                       progress=_progress(args.json), **limits)
         pairs, note = _similarity(assignment, reports, args)
         notes += [note] if note else []
@@ -186,11 +188,16 @@ def _similarity(assignment, reports, args):
             references[assignment.key] = read_code(solution)
     pairs = integrity.similar_pairs(codes, boilerplate, references, args.similarity)
     by_name = {r.student: r for r in reports}
+    similar = {}
     for a, b, similarity in pairs:
-        other = b.replace("reference:", "the solution ")
-        by_name[a].flags.append(f"similar to {other} ({similarity:.0%})")
+        similar.setdefault(a, []).append((similarity, b.replace("reference:", "the solution ")))
         if b in by_name:
-            by_name[b].flags.append(f"similar to {a} ({similarity:.0%})")
+            similar.setdefault(b, []).append((similarity, a))
+    for student, others in similar.items():
+        others.sort(key=lambda o: (-o[0], o[1]))
+        text = ", ".join(f"{name} ({share:.0%})" for share, name in others[:3])
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        by_name[student].flags.append(f"similar to {text}{more}")
     return pairs, ""
 
 

@@ -264,16 +264,20 @@ def close(got, expected, what, rtol=1e-5, atol=1e-6, where=None, mistakes=(), co
     expected = np.asarray(expected, dtype=np.float64)
     if got.shape != expected.shape:
         raise Fail(f"{what} has the wrong shape: expected {expected.shape}, got {got.shape}")
+    if any(np.shape(a) == got.shape and np.allclose(got, a, rtol=rtol, atol=atol, equal_nan=True)
+           for a in accept):
+        return                                   # a mistake another check charges
     where = where or (lambda idx: f"element {index(idx)}")
     suffix = f" {context}" if context else ""
     for bad, label in ((np.isnan(got), "NaN"), (np.isinf(got) & np.isfinite(expected), "inf")):
         if bad.any():
             first = np.argwhere(bad)[0]
+            hint = mistake(got, mistakes, rtol, atol)
             raise Fail(f"{what} contains {label}{suffix}: {int(bad.sum())} of {got.size} values, "
-                       f"the first at {where(first)} (expected {fmt(expected[tuple(first)])})")
+                       f"the first at {where(first)} (expected {fmt(expected[tuple(first)])})"
+                       + (f"\nhint: {hint}" if hint else ""))
     wrong = ~np.isclose(got, expected, rtol=rtol, atol=atol)
-    if wrong.any() and not any(np.shape(a) == got.shape and np.allclose(got, a, rtol=rtol, atol=atol)
-                               for a in accept):
+    if wrong.any():
         first = tuple(np.argwhere(wrong)[0])
         message = (f"{what} is wrong at {where(first)}{suffix}: expected "
                    f"{fmt(expected[first])}, got {fmt(got[first])}")
@@ -289,7 +293,8 @@ def mistake(got, mistakes, rtol, atol):
     """The hint of the first known mistake ``got`` matches, or ''."""
     for alternative, hint in mistakes:
         alternative = np.asarray(alternative, dtype=np.float64)
-        if alternative.shape == got.shape and np.allclose(got, alternative, rtol=rtol, atol=atol):
+        if alternative.shape == got.shape and np.allclose(got, alternative, rtol=rtol, atol=atol,
+                                                          equal_nan=True):
             return hint
     return ""
 

@@ -88,6 +88,27 @@ def write_feedback(reports, folder, assignment):
     return paths
 
 
+def clusters(pairs):
+    """Groups of files linked by similar pairs: [(members, lowest, highest similarity)], largest
+    first (a reference solution is a member like a student)."""
+    parent = {}
+
+    def root(x):
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for a, b, _ in pairs:
+        parent[root(a)] = root(b)
+    groups = {}
+    for a, b, similarity in pairs:
+        g = groups.setdefault(root(a), [set(), 1.0, 0.0])
+        g[0].update((a, b))
+        g[1], g[2] = min(g[1], similarity), max(g[2], similarity)
+    return sorted(((sorted(m), low, high) for m, low, high in groups.values()),
+                  key=lambda c: (-len(c[0]), -c[2], c[0]))
+
+
 def print_class(assignment, reports, pairs=(), notes_=()):
     print(f"Assignment {assignment.key}: {len(reports)} students, out of "
           f"{num(assignment.max_points)}")
@@ -109,7 +130,10 @@ def print_class(assignment, reports, pairs=(), notes_=()):
             print(f"  {r.student}: " + "; ".join(r.flags))
     if pairs:
         print("Similar submissions (copydetect; review them side by side):")
-        for a, b, similarity in pairs:
-            print(f"  {similarity:4.0%}  {a}  ~  {b}")
+        for members, low, high in clusters(pairs):
+            share = f"{high:.0%}" if round(low, 2) == round(high, 2) else f"{low:.0%}-{high:.0%}"
+            shown = ", ".join(members[:12]) + (f", ... ({len(members)} files)"
+                                               if len(members) > 12 else "")
+            print(f"  {share:>8}  {shown}")
     for note in notes_:
         print(f"Note: {note}")

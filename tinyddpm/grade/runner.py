@@ -39,6 +39,9 @@ from .framework import Assignment, CheckResult, Fail, FakeModel, Opaque, Recordi
 DEFAULT_TIME_LIMIT = 10.0
 #: Seconds a whole submission may run (all its checks, and Python's start-up).
 DEFAULT_FILE_LIMIT = 60.0
+#: Seconds the child may go without finishing a check beyond its time limit before the grader
+#: stops it (the alarm inside should have); and for Python's start-up and the import.
+STALL_GRACE, STARTUP_GRACE = 2.0, 10.0
 #: Address space of the student's process, in MB.
 DEFAULT_MEMORY_LIMIT = 2048
 #: Processes the student's code may start beyond those its user already runs.
@@ -275,6 +278,9 @@ def error_message(err, time_limit, memory_limit):
     if kind == "skipped":
         return (f"not run: `{name}` already went past the time limit (in check "
                 f"{clean(err.get('after', '?'), 40)})")
+    if kind == "unsaveable":
+        return (f"what `{name}` returned could not be passed back to the grader ({exc}): is it "
+                f"larger than {FILE_SIZE_LIMIT // 2 ** 20} MB?")
     if kind == "memory":
         return f"`{name}` ran out of memory (the limit is {memory_limit} MB): {exc}"
     return f"`{name}` raised {exc}"
@@ -326,8 +332,44 @@ def grade(assignment, path, *, time_limit=DEFAULT_TIME_LIMIT, file_limit=DEFAULT
     return report
 
 
+class _Pending:
+    """A submission whose child has run (in a worker thread) and that waits to be judged (in the
+    calling thread: the references use the engine, which is not shared between threads)."""
+
+    def __init__(self, assignment, path, student, limits):
+        from .integrity import scan
+        from .submissions import read_code
+
+        self.report = Report(assignment.key, path, student)
+        self.work = self.outcome = self.source = None
+        try:
+            self.source = read_code(path)
+        except ValueError:
+            self.report = grade(assignment, path, student=student, **limits)  # reports it
+            return
+        self.report.flags = scan(self.source, assignment)
+
+    def run(self, assignment, limits):
+        if self.source is None:
+            return
+        self.work = tempfile.mkdtemp(prefix="tinyddpm-grade-")
+        self.outcome = _run_child(assignment, self.source, self.work, limits["time_limit"],
+                                  limits["file_limit"], limits["memory_limit"])
+
+    def judge(self, assignment, limits):
+        if self.work is not None:
+            try:
+                _judge(assignment, self.report, self.work, self.outcome, limits["time_limit"],
+                       limits["memory_limit"])
+            finally:
+                shutil.rmtree(self.work, ignore_errors=True)
+        return self.report
+
+
 def _run_child(assignment, source, work, time_limit, file_limit, memory_limit):
-    """Run the child; returns (returncode, seconds, stopped_by_us)."""
+    """Run the child; returns (returncode, seconds, stopped): stopped is "" (it ended), "file"
+    (the file limit) or "stall" (a check ran past its time limit and the alarm did not stop
+    it)."""
     with open(os.path.join(work, "submission.py"), "w", encoding="utf-8") as f:
         f.write(source)
     lib = os.path.join(work, "lib")
@@ -368,11 +410,26 @@ def _run_child(assignment, source, work, time_limit, file_limit, memory_limit):
         proc = subprocess.Popen(cmd, cwd=work, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=stderr,
                                 start_new_session=True, close_fds=True)
-    stopped = False
+    stopped = ""
+    progress, last = 0, start
     try:
-        proc.wait(timeout=file_limit)
-    except subprocess.TimeoutExpired:
-        stopped = True
+        while True:
+            try:
+                proc.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            done = len(os.listdir(out))        # a file for the start, the import, each check
+            if done != progress:
+                progress, last = done, now
+            if now - start > file_limit:
+                stopped = "file"
+                break
+            # a check (or the import) past its time limit that the alarm did not stop
+            if now - last > time_limit + (STARTUP_GRACE if progress < 2 else STALL_GRACE):
+                stopped = "stall"
+                break
     finally:
         _kill_everything(proc, token)
     return proc.returncode, time.monotonic() - start, stopped
@@ -400,9 +457,14 @@ def _judge(assignment, report, work, outcome, time_limit, memory_limit):
         report.checks = [CheckResult(c.id, c.description, 0, c.points, False, "not run: "
                                      "grader error") for c in assignment.checks]
         return
-    if stopped:
-        ended = (f"time limit: the whole file was stopped after {num(round(seconds))} s (an "
-                 "infinite loop the per-check limit could not interrupt?)")
+    if stopped == "file":
+        ended = (f"time limit: the whole file was stopped after {num(round(seconds))} s (its "
+                 "file limit)")
+        report.reason = "time limit"
+    elif stopped:
+        ended = (f"time limit: stopped after {num(time_limit)} s (the check's limit), by the "
+                 "grader: the code did not stop at the time limit's alarm (an infinite loop "
+                 "with signals blocked or ignored?)")
         report.reason = "time limit"
     elif returncode is not None and returncode < 0:
         sig = -returncode
@@ -512,30 +574,51 @@ def _summary(kinds, report):
     return "wrong results"
 
 
-def grade_folder(assignment, folder, *, roster=None, progress=None, **limits):
+def grade_folder(assignment, folder, *, roster=None, progress=None, jobs=1,
+                 time_limit=DEFAULT_TIME_LIMIT, file_limit=DEFAULT_FILE_LIMIT,
+                 memory_limit=DEFAULT_MEMORY_LIMIT):
     """Grade a class folder: one ``.py`` or ``.ipynb`` per student, named after the student
     (files starting with ``_`` or ``.`` are skipped). Returns (reports, notes).
 
     ``roster``: a list of student names; each one without a file gets a report with reason "no
     submission" (``graded`` False), and files of students not on it are flagged.
-    ``progress(i, n, student)`` is called before each file. ``limits``: as for :func:`grade`.
+    ``progress(i, n, student)`` is called as each file is judged. ``jobs``: how many students'
+    code runs at once (each child is limited as in :func:`grade`; the judging stays in this
+    thread). The limits are as for :func:`grade`.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from .submissions import find_submissions, student_name
 
     if not isinstance(assignment, Assignment):
         assignment = find_assignment(assignment)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
+    limits = {"time_limit": time_limit, "file_limit": file_limit, "memory_limit": memory_limit}
     files, notes = find_submissions(folder)
+    pending = [_Pending(assignment, path, student, limits) for student, path in files.items()]
     reports = []
-    for i, (student, path) in enumerate(files.items()):
-        if progress:
-            progress(i, len(files), student)
-        report = grade(assignment, path, student=student, **limits)
-        problem = student_name(path)[1]
-        if problem:
-            report.flags.insert(0, f"file name: {problem}")
-        if roster is not None and student not in roster:
-            report.flags.insert(0, "not on the roster")
-        reports.append(report)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(p.run, assignment, limits) for p in pending]
+        try:
+            for i, (future, p, (student, path)) in enumerate(zip(futures, pending,
+                                                                 files.items())):
+                future.result()
+                if progress:
+                    progress(i, len(files), student)
+                report = p.judge(assignment, limits)
+                problem = student_name(path)[1]
+                if problem:
+                    report.flags.insert(0, f"file name: {problem}")
+                if roster is not None and student not in roster:
+                    report.flags.insert(0, "not on the roster")
+                reports.append(report)
+        finally:
+            for future in futures:
+                future.cancel()
+            for p in pending:
+                if p.work:
+                    shutil.rmtree(p.work, ignore_errors=True)
     for student in roster or ():
         if student not in files:
             reports.append(Report(assignment.key, "", student, [
