@@ -4,6 +4,7 @@ import ast
 import csv
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -473,3 +474,30 @@ def test_a_check_that_ignores_the_alarm_is_stopped_from_outside_soon_after_its_l
     assert report.total == 0 and report.reason == "time limit"
     assert "did not stop at the time limit's alarm" in report.error
     assert report.checks[0].message.startswith("stopped here")
+
+
+def test_a_filled_in_notebook_runs_in_jupyter_and_grades_itself(tmp_path, monkeypatch):
+    """The student's flow: the notebook's cells run in a kernel (the demo too), and its last cell
+    grades the saved notebook."""
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    import nbformat
+    from nbclient import NotebookClient
+
+    from tinyddpm.grade.assign import make_notebook
+
+    key = "01_cosine_schedule"
+    solution = (SOLUTIONS / f"{key}.py").read_text()          # runnable: markers are comments
+    notebook = make_notebook((STUBS / f"{key}.py").read_text(), 1, f"{key}.py")
+    notebook["cells"][1]["source"] = solution.split('\nif __name__ == "__main__":\n')[0]
+    path = tmp_path / f"{key}.ipynb"
+    path.write_text(json.dumps(notebook))
+    nb = nbformat.read(str(path), as_version=4)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = ["".join(o.get("text", "")) for c in nb.cells if c.cell_type == "code"
+               for o in c.outputs]
+    assert any("shapes: (4001,)" in o for o in outputs)          # the demo ran
+    assert any("Total: 10/10" in o for o in outputs), outputs    # the grader graded it

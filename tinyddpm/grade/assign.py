@@ -68,12 +68,19 @@ def make_notebook(stub, number, file_name):
         body = "".join(lines[first.end_lineno:]).lstrip("\n")
     title, _, rest = doc.strip().partition("\n")
     notebook_name = file_name[:-3] + ".ipynb"
+    code, _, demo = body.partition('\nif __name__ == "__main__":\n')
     cells = [_cell("markdown", f"# {title}\n\n" + rest.strip().replace(
                    file_name, notebook_name), 0),
-             _cell("code", body.rstrip() + "\n", 1),
-             _cell("markdown", "## Check your work\n\nRun the grader on this notebook (save it "
-                               "first): it runs the code cells above.", 2),
-             _cell("code", f"!python -m tinyddpm.grade {number} {notebook_name}\n", 3)]
+             _cell("code", code.rstrip() + "\n", 1)]
+    if demo.strip():     # the file's own demo: Jupyter runs it, the grader (a module) does not
+        cells += [_cell("markdown", "## Try it\n\nRuns your functions on a few values (it "
+                                    "fails until they are filled in). The grader skips it, as "
+                                    "it skips this block in the `.py` file.", 2),
+                  _cell("code", 'if __name__ == "__main__":\n' + demo.rstrip() + "\n", 3)]
+    cells += [_cell("markdown", "## Check your work\n\nRun the grader on this notebook (save "
+                                "it first): it grades the code cells above.", len(cells)),
+              _cell("code", f"!python -m tinyddpm.grade {number} {notebook_name}\n",
+                    len(cells) + 1)]
     return {"cells": cells, "metadata": {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
