@@ -373,7 +373,7 @@ def test_unbalanced_solution_markers_are_named():
     with pytest.raises(ValueError, match="line 2: BEGIN SOLUTION is never closed"):
         make_stub("x = 1\n### BEGIN SOLUTION\ny = 2\n", "a.py")
     with pytest.raises(ValueError, match="line 1: END SOLUTION without BEGIN"):
-        make_stub("### END SOLUTION\n", "a.py")
+        make_stub("### END SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n", "a.py")
     assert make_stub("a\n    ### BEGIN SOLUTION\n    b\n    ### END SOLUTION\n"
                      "    ### STUB raise NotImplementedError\n") == \
         "a\n    raise NotImplementedError\n"
@@ -437,7 +437,7 @@ def test_batchnorm_statistics_over_axis_0_cost_the_dx_check_only(tmp_path):
     """)
     messages = failed(grade(4, path))
     assert set(messages) == {"dx"}, messages
-    assert "over axis 0 only" in messages["dx"]
+    assert "over axes (0,) only" in messages["dx"]
 
 
 def test_conv_overwrite_mistake_is_charged_by_dx_only(tmp_path):
@@ -501,3 +501,82 @@ def test_a_filled_in_notebook_runs_in_jupyter_and_grades_itself(tmp_path, monkey
                for o in c.outputs]
     assert any("shapes: (4001,)" in o for o in outputs)          # the demo ran
     assert any("Total: 10/10" in o for o in outputs), outputs    # the grader graded it
+
+
+def test_a_notebook_with_ipython_habits_still_grades(tmp_path):
+    solution = (SOLUTIONS / "01_cosine_schedule.py").read_text()
+    cells = ["import numpy as np\n%matplotlib inline", "import matplotlib.pyplot as plt",
+             solution, "variance_schedule?", "files = !ls", "display(variance_schedule(10))",
+             "get_ipython().run_line_magic('time', 'x = 1')", "import time\ntime.sleep(30)"]
+    notebook = {"cells": [{"cell_type": "code", "source": c, "metadata": {}, "outputs": []}
+                          for c in cells], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "bob.ipynb"
+    path.write_text(json.dumps(notebook))
+    report = G.grade(1, path, time_limit=2)
+    assert report.total == 10, report.format()
+    warnings = " ".join(report.warnings)
+    assert "cell 2 raised ModuleNotFoundError" in warnings and "cell 8 raised time limit" in warnings
+
+
+def test_a4_unbiased_variance_and_two_axes_are_each_charged_once(tmp_path):
+    for axes, ddof in (("(0, 1)", 0), ("(0, 1, 2)", 1)):
+        path = student(tmp_path, f"""
+            import numpy as np
+            def batchnorm_backward(dy, x, gamma, eps=1e-3):
+                axes = {axes} if x.ndim == 4 else (0,)
+                mean = x.mean(axis=axes, keepdims=True)
+                std = np.sqrt(x.var(axis=axes, keepdims=True, ddof={ddof}) + eps)
+                x_hat, g = (x - mean) / std, dy * gamma
+                dx = (g - g.mean(axis=axes, keepdims=True)
+                      - x_hat * (g * x_hat).mean(axis=axes, keepdims=True)) / std
+                return dx, (dy * x_hat).sum(axis=axes), dy.sum(axis=axes)
+        """, name=f"s{ddof}.py")
+        messages = failed(grade(4, path))
+        assert set(messages) == {"dx"}, (axes, ddof, messages)
+        assert ("ddof=1" if ddof else "over axes (0, 1) only") in messages["dx"]
+
+
+def test_teacher_mistakes_get_an_error_line(tmp_path, capsys):
+    solution = str(SOLUTIONS / "01_cosine_schedule.py")
+    assert G.main(["1", solution, "--csv", str(tmp_path / "no" / "x.csv")]) == 2
+    assert G.main(["1", solution, "--feedback", str(tmp_path / "no" / "fb")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 2 and "Traceback" not in err
+    from tinyddpm.grade.assign import build
+    with pytest.raises(ValueError, match="is the source folder"):
+        build(str(SOLUTIONS), str(SOLUTIONS))
+    with pytest.raises(ValueError, match="no solution files"):
+        build(str(tmp_path), str(tmp_path / "out"))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "07_x.py").write_text("def f():\n    return 1\n")
+    with pytest.raises(ValueError, match="no ### BEGIN SOLUTION block"):
+        build(str(tmp_path / "src"), str(tmp_path / "out"))
+
+
+def test_class_folder_notes_odd_files_roster_near_misses_and_case_collisions(tmp_path, capsys):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    stub = (STUBS / "01_cosine_schedule.py").read_text()
+    for name in ("Alice.py", "alice.py", "dave smith.py"):
+        (folder / name).write_text(stub)
+    os.mkfifo(folder / "fifo.py")
+    (folder / "link.py").symlink_to(SOLUTIONS / "01_cosine_schedule.py")
+    roster = tmp_path / "roster.txt"
+    roster.write_text("Alice\nalice\nDave Smith\n")
+    feedback = tmp_path / "fb"
+    assert G.main(["1", str(folder), "--roster", str(roster), "--feedback", str(feedback)]) == 1
+    out = capsys.readouterr().out
+    assert "skipped fifo.py: not a regular file" in out and "skipped link.py: a symbolic link" in out
+    assert "'Dave Smith' on the roster has no file, but 'dave smith'" in out
+    assert sorted(p.name for p in feedback.iterdir()) == ["Alice.md", "Dave_Smith.md",
+                                                          "alice-2.md", "dave_smith-2.md"]
+    assert G.main(["1", str(folder / "fifo.py")]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+
+
+def test_short_files_are_not_similar_by_necessity(tmp_path):
+    pytest.importorskip("copydetect")
+    from tinyddpm.grade import integrity
+
+    codes = {k: f"import sys\nprint({i})\nsys.exit({i})\n" for i, k in enumerate("abcd")}
+    assert integrity.similar_pairs(codes) == []

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tinyddpm import grade as G
 from tinyddpm.grade import integrity
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,3 +271,115 @@ def test_thirty_correct_and_five_hanging_files_finish_within_the_bound(tmp_path)
     assert all(r["reason"] == "time limit" for r in reports if r["student"].startswith("hang"))
     assert seconds < 13 * 3 + 30, seconds              # the stated bound: files x file limit
     assert leftover_processes() == []
+
+
+# --------------------------------------------------------------------------- found in review
+
+SOLUTION_1 = (SOLUTIONS / "01_cosine_schedule.py").read_text()
+
+
+def test_the_sandbox_reads_only_python_numpy_and_its_folder(tmp_path):
+    """Where Landlock exists: the solutions, a classmate's file and /tmp are out of reach, the
+    loaded file cannot be written anywhere else, no program can be run; flagged as well."""
+    from tinyddpm.grade.runner import sandbox_mode
+
+    classmate = tmp_path / "alice.py"
+    classmate.write_text(SOLUTION_1)
+    path = write(tmp_path, "mallory.py", f"""
+        import linecache, site, sys, numpy as np
+        src = "".join(linecache.getlines({str(SOLUTIONS / '01_cosine_schedule.py')!r}))
+        src = src or "".join(linecache.getlines({str(classmate)!r}))
+        np.frombuffer(src.encode(), np.uint8).tofile("/tmp/rv21_answer_mod.py")
+        site.addsitedir("/tmp")
+        site.addsitedir({str(tmp_path)!r})
+        try:
+            from rv21_answer_mod import variance_schedule
+        except ImportError:
+            from alice import variance_schedule
+    """)
+    report = graded(path)
+    flags = " ".join(report["flags"])
+    assert "linecache" in flags and "site" in flags and "tofile" in flags
+    if sandbox_mode() == "landlock":
+        assert report["total"] == 0, report
+        assert not Path("/tmp/rv21_answer_mod.py").exists()
+
+
+def test_numpys_builtins_module_is_flagged(tmp_path):
+    path = write(tmp_path, "mallory.py", """
+        import numpy as np
+        run = np.lib._function_base_impl.builtins.exec
+        run("def variance_schedule(T, s=0.008, max_beta=0.999): pass")
+    """)
+    assert "builtins" in " ".join(graded(path)["flags"])
+
+
+def test_a_student_cannot_reach_a_classmate_graded_at_the_same_time(tmp_path):
+    from tinyddpm.grade.runner import sandbox_mode
+
+    if sandbox_mode() == "none":
+        pytest.skip("without Landlock, a normal user's children share that user")
+    write(tmp_path, "aaa_attacker.py", """
+        import os, time
+        def variance_schedule(T, s=0.008, max_beta=0.999):
+            end = time.time() + 3
+            while time.time() < end:
+                try:
+                    for entry in os.scandir("/tmp"):
+                        if entry.name.startswith("tinyddpm-grade-"):
+                            try:
+                                os.chmod(os.path.join(entry.path, "out"), 0o500)
+                            except OSError:
+                                pass
+                except OSError:
+                    pass
+    """)
+    for i in range(4):
+        (tmp_path / f"good{i}.py").write_text(SOLUTION_1)
+    code, out, err, _ = cli(1, tmp_path, "--json", "--jobs", 2, timeout=300)
+    reports = {r["student"]: r for r in json.loads(out)["reports"]}
+    assert all(reports[f"good{i}"]["total"] == 10 for i in range(4)), reports
+
+
+@pytest.mark.parametrize("mode", ["landlock", "own user"])
+def test_each_sandbox_mode_grades_and_confines(mode, tmp_path, monkeypatch):
+    """The fallbacks too: root without Landlock runs the child as a fresh unprivileged user."""
+    from tinyddpm.grade import runner
+
+    if mode == "own user" and os.geteuid() != 0:
+        pytest.skip("needs root")
+    if mode == "landlock" and runner.sandbox_mode() != "landlock":
+        pytest.skip("this kernel has no Landlock")
+    monkeypatch.setattr(runner, "_mode", mode)
+    good = write(tmp_path, "good.py", SOLUTION_1 + "\nimport logging, timeit\n")
+    assert G.grade(1, good).total == 10
+    cheat = write(tmp_path, "cheat.py", "from tinyddpm.schedule import variance_schedule\n")
+    assert G.grade(1, cheat).total == 0
+    sleeper = write(tmp_path, "sleeper.py", """
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            time.sleep(60)
+        def variance_schedule(T, s=0.008, max_beta=0.999):
+            raise NotImplementedError
+    """)
+    assert G.grade(1, sleeper, file_limit=5).total == 0
+    time.sleep(0.3)
+    assert leftover_processes() == []
+
+
+def test_a_thread_left_running_does_not_hold_the_end(tmp_path):
+    path = write(tmp_path, "threads.py", SOLUTION_1 + """
+import threading, time
+threading.Thread(target=time.sleep, args=(60,)).start()
+""")
+    start = time.monotonic()
+    report = G.grade(1, path)
+    assert report.total == 10 and report.reason == "" and time.monotonic() - start < 10
+
+
+def test_control_characters_in_a_file_name_do_not_reach_the_terminal(tmp_path):
+    (tmp_path / "\x1b[31mred\tname.py").write_text(STUB_1)
+    code, out, err, _ = cli(1, tmp_path, "--csv", tmp_path / "s.csv")
+    text = out + err + (tmp_path / "s.csv").read_text()
+    assert "\x1b" not in text and "\t" not in text and "?[31mred?name" in out

@@ -19,54 +19,56 @@ import traceback
 
 WORK = os.path.abspath(sys.argv[1])
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load_confine():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_confine", os.path.join(HERE, "_confine.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+confine = _load_confine()
 sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != HERE]  # no grader modules
 sys.path.append(os.path.join(WORK, "lib"))                                  # numpy only
 sys.dont_write_bytecode = True
 
 with open(os.path.join(WORK, "request.json"), encoding="utf-8") as f:
     REQUEST = json.load(f)
-
-def set_limits(limits):
-    """Resource limits, set before any student code runs (it cannot raise them again)."""
-    import resource
-
-    table = (("as", resource.RLIMIT_AS, 0), ("cpu", resource.RLIMIT_CPU, 2),
-             ("nproc", resource.RLIMIT_NPROC, 0), ("fsize", resource.RLIMIT_FSIZE, 0),
-             ("nofile", resource.RLIMIT_NOFILE, 0), ("core", resource.RLIMIT_CORE, 0))
-    for key, which, grace in table:
-        value = 0 if key == "core" else limits.get(key)
-        if value is None:
-            continue
-        _, hard = resource.getrlimit(which)
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard - grace) if hard > grace else hard
-        resource.setrlimit(which, (value, value + grace if hard == resource.RLIM_INFINITY
-                                   else min(value + grace, hard)))
-
-
-set_limits(REQUEST.get("limits") or {})
+confine.set_limits(REQUEST.get("limits") or {})
 import numpy as np  # noqa: E402  (after the path is set)
 
-#: modules imported before switching to nobody (where Python lives in a folder nobody cannot
-#: read, such as /root, a module first imported after the switch cannot be read)
+#: modules imported before switching to another user (where Python lives in a folder others
+#: cannot read, such as /root, a module first imported after the switch cannot be read)
 PRELOAD = ("math cmath random functools itertools collections collections.abc typing dataclasses "
            "operator statistics fractions decimal copy time warnings contextlib enum abc numbers "
            "string re json textwrap heapq bisect array struct traceback linecache tokenize "
-           "importlib.util numpy.linalg numpy.random numpy.fft numpy.lib.stride_tricks "
-           "numpy.polynomial encodings.latin_1 encodings.ascii").split()
+           "logging timeit importlib.util numpy.linalg numpy.random numpy.fft "
+           "numpy.lib.stride_tricks numpy.polynomial encodings.latin_1 encodings.ascii").split()
 
-if REQUEST.get("drop"):        # graded as root: run as nobody from here on
-    import importlib
 
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-    uid, gid = REQUEST["drop"]
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
+def confined():
+    """Confine this process; returns how ("landlockN", "own user" or "none")."""
+    abi = confine.landlock_abi() if REQUEST.get("landlock") else 0
+    root = os.geteuid() == 0
+    if abi:
+        numpy_dir = os.path.realpath(os.path.dirname(np.__file__))
+        read = confine.readable_python(sys.path[:-1]) + [
+            numpy_dir, numpy_dir + ".libs", WORK, "/dev/urandom",
+            "/usr/share/zoneinfo", "/etc/localtime"]
+        if root:
+            confine.drop_root_powers()
+        confine.landlock(read, [os.path.join(WORK, "out"), "/dev/null"], abi)
+        return f"landlock{abi}"
+    if root and REQUEST.get("drop"):
+        confine.become_nobody(*REQUEST["drop"], PRELOAD)
+        return "own user"
+    return "none"
+
+
+SANDBOX = confined()
 
 OUT = os.path.join(WORK, "out")
 SOURCE = os.path.join(WORK, REQUEST["source"])
@@ -212,14 +214,30 @@ class Encoder:
 
 
 def where(exc):
-    """(line, code) of the deepest frame inside the student's file."""
-    line = code = None
+    """(line, code, cell) of the deepest frame inside the student's code (its file, or a
+    notebook's cell files ``cell_K.py``; cell None for a file)."""
+    line = code = cell = None
     for frame in traceback.extract_tb(exc.__traceback__):
-        if os.path.abspath(frame.filename) == SOURCE:
+        found = student_file(frame.filename)
+        if found is not None:
             line, code = frame.lineno, (frame.line or "").strip()[:MAX_TEXT]
+            cell = found or None
     if isinstance(exc, SyntaxError) and exc.lineno:
         line, code = exc.lineno, None
-    return line, code
+        found = student_file(exc.filename or "")
+        cell = found or None
+    return line, code, cell
+
+
+def student_file(filename):
+    """0 for the student's .py file, K for a notebook's cell K, None for any other file."""
+    path = os.path.abspath(filename) if filename else ""
+    if path == SOURCE:
+        return 0
+    name = os.path.basename(path)
+    if os.path.dirname(path) == WORK and name.startswith("cell_") and name.endswith(".py"):
+        return int(name[5:-3]) if name[5:-3].isdigit() else None
+    return None
 
 
 def error(kind, exc=None, **extra):
@@ -228,7 +246,7 @@ def error(kind, exc=None, **extra):
         text = exc.msg if isinstance(exc, SyntaxError) and exc.msg else str(exc).strip()
         out["type"] = type(exc).__name__[:MAX_TEXT]
         out["message"] = (text.splitlines() or [""])[0][:MAX_TEXT]
-        out["line"], out["code"] = where(exc)
+        out["line"], out["code"], out["cell"] = where(exc)
     return out
 
 
@@ -249,19 +267,50 @@ def limited(seconds, fn, *args, **kwargs):
 
 # --------------------------------------------------------------------------- the run
 
-def load_student(limit):
-    import importlib.util
+class _NoIPython:
+    """What ``get_ipython()`` returns when the grader runs a notebook's cells: every method does
+    nothing (magics and shell commands do not run when grading)."""
 
-    spec = importlib.util.spec_from_file_location("submission", SOURCE)
-    module = importlib.util.module_from_spec(spec)
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def load_student(limit):
+    """Import the student's file, or run a notebook's cells one after another into one module
+    (a cell that raises or runs past the limit is reported and the next one runs, as nbgrader
+    does). Returns (module, failure, cell_errors)."""
+    import importlib.util
+    import types
+
+    cells = REQUEST.get("cells")
+    if cells is None:
+        spec = importlib.util.spec_from_file_location("submission", SOURCE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["submission"] = module
+        try:
+            limited(limit, spec.loader.exec_module, module)
+        except TimeLimit:
+            return None, {"kind": "timeout"}, []
+        except BaseException as exc:  # noqa: BLE001 - anything the student's file does
+            return None, error("exception", exc), []
+        return module, None, []
+    module = types.ModuleType("submission")
+    module.__file__ = SOURCE
+    module.display = lambda *args, **kwargs: None          # IPython's, in a notebook
+    module.get_ipython = _NoIPython
     sys.modules["submission"] = module
-    try:
-        limited(limit, spec.loader.exec_module, module)
-    except TimeLimit:
-        return None, {"kind": "timeout"}
-    except BaseException as exc:  # noqa: BLE001 - anything the student's file does
-        return None, error("exception", exc)
-    return module, None
+    errors = []
+    for k in cells:
+        path = os.path.join(WORK, f"cell_{k}.py")
+        try:
+            with open(path, encoding="utf-8") as f:
+                code = compile(f.read(), path, "exec")
+            limited(limit, exec, code, module.__dict__)
+        except TimeLimit:
+            errors.append({"kind": "timeout", "cell": k})
+        except BaseException as exc:  # noqa: BLE001 - anything a cell does
+            errors.append(error("exception", exc))
+    return module, None, errors
 
 
 def run_call(module, spec, deadline, timed_out):
@@ -296,10 +345,12 @@ def run_call(module, spec, deadline, timed_out):
 
 def main():
     limit = float(REQUEST["time_limit"])
-    write_json(os.path.join(OUT, "started.json"), {"pid": os.getpid()})
     quiet()
-    module, failure = load_student(limit)
-    write_json(os.path.join(OUT, "import.json"), {"ok": failure is None, "error": failure})
+    # from here on, a failure is the student's code's (before: the grader's, with its stderr)
+    write_json(os.path.join(OUT, "started.json"), {"pid": os.getpid(), "sandbox": SANDBOX})
+    module, failure, cell_errors = load_student(limit)
+    write_json(os.path.join(OUT, "import.json"), {"ok": failure is None, "error": failure,
+                                                  "cells": cell_errors[:20]})
     if failure:
         return
     timed_out = {}
@@ -324,7 +375,9 @@ def main():
             if "error" in outcome:
                 break        # the check's later calls would be charged for the same failure
         write_json(os.path.join(OUT, f"{i}.json"), {"calls": results})
+    write_json(os.path.join(OUT, "done.json"), {})
 
 
 if __name__ == "__main__":
     main()
+    os._exit(0)          # threads the student's code started do not hold the end

@@ -38,29 +38,43 @@ def constant_statistics_dx(x, gamma, dy):
     return dy * gamma / np.sqrt(x.var(axis=tuple(range(x.ndim - 1))) + EPS)
 
 
-def dx_over(x, gamma, dy, axes):
-    """dx with the statistics taken over ``axes`` (a known mistake when not all but the last)."""
+def dx_over(x, gamma, dy, axes, ddof=0):
+    """dx with the statistics taken over ``axes`` (a known mistake when not all but the last),
+    the variance with ``ddof`` (1: the unbiased variance, another known mistake)."""
     mean = x.mean(axis=axes, keepdims=True)
-    std = np.sqrt(x.var(axis=axes, keepdims=True) + EPS)
+    std = np.sqrt(x.var(axis=axes, keepdims=True, ddof=ddof) + EPS)
     x_hat, g = (x - mean) / std, dy * gamma
     return (g - g.mean(axis=axes, keepdims=True)
             - x_hat * (g * x_hat).mean(axis=axes, keepdims=True)) / std
 
 
+def partial_sum(a, x):
+    """Whether ``a`` is a sum over leading axes only (shape x.shape[k:], 0 < k < x.ndim - 1):
+    statistics over the wrong axes, the dx check's mistake."""
+    return isinstance(a, np.ndarray) and any(a.shape == x.shape[k:] for k in range(1, x.ndim - 1))
+
+
 def student(value, x):
-    """(dx, dgamma, dbeta); dgamma and dbeta of shape x.shape[1:] (summed over axis 0 only, the
-    dx check's mistake, charged there) are summed over the other axes too."""
+    """(dx, dgamma, dbeta); dgamma and dbeta summed over too few axes (the dx check's mistake,
+    charged there) are summed over the rest too."""
     dx, dgamma, dbeta = tuple_of(value, 3, "batchnorm_backward", ("dx", "dgamma", "dbeta"))
     c = x.shape[-1]
-    dgamma, dbeta = (a.reshape(-1, c).sum(axis=0) if isinstance(a, np.ndarray)
-                     and a.shape == x.shape[1:] and x.ndim > 2 else a for a in (dgamma, dbeta))
+    dgamma, dbeta = (a.reshape(-1, c).sum(axis=0) if partial_sum(a, x) else a
+                     for a in (dgamma, dbeta))
     return array(dx, "dx", x.shape), array(dgamma, "dgamma", (c,)), array(dbeta, "dbeta", (c,))
 
 
-def dgamma_over(x, dy, axes):
+def dgamma_over(x, dy, axes, ddof=0):
     mean = x.mean(axis=axes, keepdims=True)
-    x_hat = (x - mean) / np.sqrt(x.var(axis=axes, keepdims=True) + EPS)
+    x_hat = (x - mean) / np.sqrt(x.var(axis=axes, keepdims=True, ddof=ddof) + EPS)
     return (dy * x_hat).reshape(-1, x.shape[-1]).sum(axis=0)
+
+
+def all_but_last(x):
+    return tuple(range(x.ndim - 1))
+
+
+WRONG_AXES = ((0,), (0, 1))      # statistics over too few axes (a 4-d x)
 
 
 def backward(x, gamma, dy):
@@ -80,15 +94,16 @@ def _(r):
         array(a, name)
 
 
-@A4.check("shapes_dtypes", 1, "dx has x's shape, dgamma and dbeta (C,); float32 stays float32",
+@A4.check("shapes_dtypes", 1, "dx has x's shape, dgamma and dbeta (C,) (sums over too few axes: "
+                             "the dx check's); float32 stays float32",
           lambda: [backward(*CASES["dtype"])])
 def _(r):
     x = CASES["dtype"][0]
     dx, dgamma, dbeta = tuple_of(r[0], 3, "batchnorm_backward", ("dx", "dgamma", "dbeta"))
     array(dx, "dx", x.shape, np.float32)
     for name, a in (("dgamma", dgamma), ("dbeta", dbeta)):
-        if isinstance(a, np.ndarray) and a.shape == x.shape[1:]:
-            array(a, name, dtype=np.float32)     # summed over axis 0 only: the dx check's
+        if partial_sum(a, x):
+            array(a, name, dtype=np.float32)     # summed over too few axes: the dx check's
             continue
         array(a, name, (5,), np.float32)
 
@@ -108,7 +123,8 @@ def _(r):
     close(dgamma, reference(x, gamma, dy)[1], "dgamma", rtol=1e-6, atol=1e-8, mistakes=[
         ((dy * x).sum(axis=(0, 1, 2)), "use the normalised x_hat = (x - mean) / sqrt(var + eps), "
                                        "not x")],
-        accept=[dgamma_over(x, dy, 0)])             # statistics over axis 0: the dx check's
+        accept=[dgamma_over(x, dy, axes) for axes in WRONG_AXES]    # the dx check's mistakes
+        + [dgamma_over(x, dy, all_but_last(x), ddof=1)])
 
 
 @A4.check("dx", 4, "dx, through the batch mean and variance too", lambda: [backward(*CASES["dx"])])
@@ -118,9 +134,12 @@ def _(r):
     close(dx, reference(x, gamma, dy)[0], "dx", rtol=1e-5, atol=1e-8, mistakes=[
         (constant_statistics_dx(x, gamma, dy), "this treats the batch mean and variance as "
                                                "constants; they depend on x too (two more terms)"),
-        (dx_over(x, gamma, dy, 0), "the mean and variance are taken over axis 0 only: take them "
-                                   "(and the sums for dgamma and dbeta) over every axis but the "
-                                   "last, axis=tuple(range(x.ndim - 1)), here N, H and W")])
+        *[(dx_over(x, gamma, dy, axes), f"the mean and variance are taken over axes {axes} "
+           "only: take them (and the sums for dgamma and dbeta) over every axis but the last, "
+           "axis=tuple(range(x.ndim - 1)), here N, H and W") for axes in WRONG_AXES],
+        (dx_over(x, gamma, dy, all_but_last(x), ddof=1), "the variance is the unbiased one "
+         "(ddof=1): BatchNorm normalises with the batch's own variance, np.var's default "
+         "ddof=0")])
 
 
 @A4.check("dense_input", 1, "x of shape (N, C) (after a Dense layer): statistics over axis 0",
@@ -136,7 +155,8 @@ def _(r):
         raise
     ref = reference(x, gamma, dy)
     # the 4-d checks charge constant statistics and x instead of x_hat: not again here
-    accepted = ([constant_statistics_dx(x, gamma, dy)], [(dy * x).sum(axis=0)], [])
+    accepted = ([constant_statistics_dx(x, gamma, dy), dx_over(x, gamma, dy, (0,), ddof=1)],
+                [(dy * x).sum(axis=0), dgamma_over(x, dy, (0,), ddof=1)], [])
     for name, a, want, accept in zip(("dx", "dgamma", "dbeta"), (dx, dgamma, dbeta), ref,
                                      accepted):
         close(a, want, name, rtol=1e-5, atol=1e-8, context="for x of shape (16, 4)",

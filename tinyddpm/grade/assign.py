@@ -27,7 +27,11 @@ _STUB = re.compile(r"^(\s*)### STUB ?(.*)$")
 
 def make_stub(source, name="source"):
     """The student's version of a marked source: solution blocks out, ``### STUB`` lines in.
-    Raises ``ValueError`` naming the line of an unbalanced marker."""
+    Raises ``ValueError`` naming the line of an unbalanced marker, or when there is no solution
+    block (the student's file would hold the answer)."""
+    if not any(_BEGIN.match(line) for line in source.splitlines()):
+        raise ValueError(f"{name}: no ### BEGIN SOLUTION block: the student's file would hold "
+                         "the whole answer; mark the answers first")
     out, inside, opened = [], False, 0
     for number, line in enumerate(source.splitlines(), 1):
         if _BEGIN.match(line):
@@ -69,8 +73,10 @@ def make_notebook(stub, number, file_name):
     title, _, rest = doc.strip().partition("\n")
     notebook_name = file_name[:-3] + ".ipynb"
     code, _, demo = body.partition('\nif __name__ == "__main__":\n')
-    cells = [_cell("markdown", f"# {title}\n\n" + rest.strip().replace(
-                   file_name, notebook_name), 0),
+    text = rest.strip().replace(f"tinyddpm.grade {number} {file_name}",
+                                f"tinyddpm.grade {number} {notebook_name}")
+    text = text.replace(f"(`python {file_name}`)", "(the *Try it* cell below)")
+    cells = [_cell("markdown", f"# {title}\n\n" + text, 0),
              _cell("code", code.rstrip() + "\n", 1)]
     if demo.strip():     # the file's own demo: Jupyter runs it, the grader (a module) does not
         cells += [_cell("markdown", "## Try it\n\nRuns your functions on a few values (it "
@@ -131,10 +137,14 @@ def build(source_dir, out_dir):
     from .._files import atomic_write
     from .framework import find_assignment
 
+    if os.path.realpath(source_dir) == os.path.realpath(out_dir):
+        raise ValueError(f"the output folder {out_dir} is the source folder: the students' "
+                         "files would replace the solutions")
+    names = [n for n in sorted(os.listdir(source_dir)) if re.fullmatch(r"\d\d_\w+\.py", n)]
+    if not names:
+        raise ValueError(f"no solution files (NN_name.py) in {source_dir}")
     written = []
-    for name in sorted(os.listdir(source_dir)):
-        if not re.fullmatch(r"\d\d_\w+\.py", name):
-            continue
+    for name in names:
         with open(os.path.join(source_dir, name), encoding="utf-8") as f:
             source = f.read()
         stub = make_stub(source, name)

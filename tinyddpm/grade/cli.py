@@ -103,8 +103,10 @@ def main(argv=None):
         return _usage(p, f"--check {args.check!r}: assignment {assignment.key} has the checks "
                          + ", ".join(c.id for c in assignment.checks))
     folder = os.path.isdir(args.path)
-    if not folder and not os.path.isfile(args.path):
+    if not folder and not os.path.lexists(args.path):
         return _usage(p, f"no such file or folder: {args.path}")
+    if not folder and (os.path.islink(args.path) or not os.path.isfile(args.path)):
+        return _usage(p, f"{args.path}: not a regular file (a symbolic link, a FIFO, a device?)")
     if not folder and args.path.endswith((".py", ".ipynb")) is False:
         return _usage(p, f"{args.path}: a submission is a .py file or a .ipynb notebook")
     if not folder and (args.roster or args.solutions):
@@ -123,9 +125,13 @@ def main(argv=None):
         if args.csv:
             check_output(args.csv, "--csv", (".csv",), example="scores.csv")
         if args.feedback:
+            parent = os.path.dirname(os.path.abspath(args.feedback))
+            if not os.path.isdir(parent):
+                raise ValueError(f"--feedback {args.feedback}: its folder {parent} does not "
+                                 "exist")
             os.makedirs(args.feedback, exist_ok=True)
             check_output(os.path.join(args.feedback, "_probe.md"), "--feedback", (".md",))
-    except (WriteError, OSError) as exc:
+    except (WriteError, OSError, ValueError) as exc:
         return _usage(p, str(exc))
     limits = {"time_limit": args.time_limit, "file_limit": args.file_limit,
               "memory_limit": args.memory_limit}
@@ -138,6 +144,9 @@ def main(argv=None):
                                       progress=_progress(args.json), **limits)
         pairs, note = _similarity(assignment, reports, args)
         notes += [note] if note else []
+        if roster is not None:
+            from .submissions import roster_suggestions
+            notes += roster_suggestions(roster, [r.student for r in reports if r.graded])
     else:
         reports = [grade(assignment, args.path, **limits)]
     if args.csv:
@@ -195,9 +204,8 @@ def _similarity(assignment, reports, args):
             similar.setdefault(b, []).append((similarity, a))
     for student, others in similar.items():
         others.sort(key=lambda o: (-o[0], o[1]))
-        text = ", ".join(f"{name} ({share:.0%})" for share, name in others[:3])
-        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
-        by_name[student].flags.append(f"similar to {text}{more}")
+        by_name[student].flags.append("similar to " + ", ".join(
+            f"{name} ({share:.0%})" for share, name in others))
     return pairs, ""
 
 
@@ -219,7 +227,7 @@ def _print(assignment, reports, args, folder, pairs, notes):
     elif not folder:
         print(shown[0].format())
     else:
-        print_class(assignment, shown, pairs, notes)
+        print_class(assignment, shown, pairs, notes, check=args.check)
     if args.csv:
         print(f"Scores written to {args.csv}", file=sys.stderr if args.json else sys.stdout)
     if args.feedback:

@@ -175,7 +175,9 @@ class Report:
     """One student's grade. ``reason``: why points were lost at the level of the whole file ("no
     submission", "could not be imported", "time limit", "not implemented", ...; "" when every
     check ran). ``flags``: integrity findings for the teacher to review (they change no points).
-    ``graded``: False when the file could not be graded at all (missing, unreadable)."""
+    ``graded``: False when the file could not be graded at all (missing, unreadable).
+    ``warnings``: what went wrong without costing points by itself (a notebook cell that
+    raised)."""
     assignment: str
     path: str
     student: str
@@ -184,6 +186,7 @@ class Report:
     reason: str = ""
     flags: list = field(default_factory=list)
     graded: bool = True
+    warnings: list = field(default_factory=list)
 
     @property
     def total(self):
@@ -197,12 +200,14 @@ class Report:
         return {"assignment": self.assignment, "path": self.path, "student": self.student,
                 "total": self.total, "max_total": self.max_total, "error": self.error,
                 "reason": self.reason, "flags": list(self.flags), "graded": self.graded,
+                "warnings": list(self.warnings),
                 "checks": [asdict(c) for c in self.checks]}
 
     def format(self, flags=True):
         lines = [f"Assignment {self.assignment}: {self.path}"]
         if self.error:
             lines.append(f"  ! {self.error}")
+        lines.extend(f"  ! {w}" for w in self.warnings)
         width = max((len(c.id) for c in self.checks), default=0)
         for c in self.checks:
             mark = "ok  " if c.passed else "FAIL"

@@ -24,6 +24,13 @@ MODULES = {
     "builtins": "imports builtins", "inspect": "inspects frames (inspect)",
     "gc": "imports gc", "pickle": "uses pickle", "marshal": "uses marshal", "signal": "uses signal",
     "resource": "changes resource limits", "threading": "starts threads",
+    "site": "changes the import path (site)", "linecache": "reads files (linecache)",
+    "io": "reads or writes files (io)", "codecs": "reads or writes files (codecs)",
+    "pathlib": "reads or writes files (pathlib)", "glob": "lists folders (glob)",
+    "shutil": "copies or removes files (shutil)", "tempfile": "writes files (tempfile)",
+    "mmap": "maps files (mmap)", "fileinput": "reads files (fileinput)",
+    "zipimport": "imports from archives", "base64": "decodes text (base64)",
+    "zlib": "decompresses data (zlib)", "codeop": "compiles code (codeop)",
 }
 CALLS = {"exec": "exec", "eval": "eval", "compile": "compile", "__import__": "__import__",
          "open": "reads or writes files (open)", "globals": "globals()", "vars": "vars()",
@@ -44,7 +51,13 @@ ATTRIBUTES = {
 PREFIXES = {("os", "exec"): "replaces the process (os.exec*)",
             ("os", "spawn"): "starts processes (os.spawn*)",
             ("os", "posix_spawn"): "starts processes (os.posix_spawn)"}
-METHODS = {"read_text": "reads files (read_text)", "read_bytes": "reads files (read_bytes)"}
+METHODS = {"read_text": "reads files (read_text)", "read_bytes": "reads files (read_bytes)",
+           "write_text": "writes files (write_text)", "write_bytes": "writes files",
+           "tofile": "writes files (ndarray.tofile)", "savetxt": "writes files (np.savetxt)",
+           "builtins": "reaches a builtins module", "attrgetter": "attrgetter",
+           "methodcaller": "methodcaller", "addsitedir": "changes the import path (site)",
+           "exec_module": "runs a module (exec_module)", "load_module": "loads a module",
+           "getlines": "reads files (linecache)", "system": "runs commands (.system)"}
 DUNDERS = {"__builtins__", "__globals__", "__code__", "__subclasses__", "__loader__", "__spec__",
            "__dict__", "__closure__", "__getattribute__", "f_back", "f_globals", "f_locals",
            "gi_frame", "tb_frame"}
@@ -98,6 +111,8 @@ def scan(source, assignment=None):
                         add(text, node)
         elif isinstance(node, ast.Name) and node.id in DUNDERS:
             add(f"reaches {node.id}", node)
+        elif isinstance(node, ast.Name) and node.id == "builtins":
+            add("reaches a builtins module", node)
     flags = []
     for text, lines in found.items():
         lines = sorted(set(lines))
@@ -112,6 +127,8 @@ def scan(source, assignment=None):
 NOISE_TOKENS, GUARANTEE_TOKENS = 25, 30
 #: pairs at least this similar are flagged (the larger of the two shares of copied tokens)
 DEFAULT_SIMILARITY = 0.6
+#: and only when they share at least this many tokens beyond the stub (short files are alike)
+MIN_SHARED_TOKENS = 60
 
 
 def available():
@@ -136,7 +153,9 @@ def similar_pairs(codes, boilerplate="", references=None, threshold=DEFAULT_SIMI
 
     ``codes``: {student: code}; ``boilerplate``: the stub handed out (its k-grams never count);
     ``references``: {name: code} of solutions to compare every submission with too.
-    Returns a list of (student, other, similarity) sorted by similarity (highest first), where
+    Pairs sharing fewer than :data:`MIN_SHARED_TOKENS` tokens are left out (short files are
+    alike by necessity). Returns a list of (student, other, similarity) sorted by similarity
+    (highest first), where
     ``other`` is another student or ``"reference:NAME"``, and similarity in [0, 1] is the larger
     of the two shares of tokens found in the other file. Raises ``ImportError`` naming the
     ``pip install`` when copydetect is absent.
@@ -160,8 +179,8 @@ def similar_pairs(codes, boilerplate="", references=None, threshold=DEFAULT_SIMI
     for i, a in enumerate(names):
         others = [(b, prints[b]) for b in names[i + 1:]] + list(refs.items())
         for b, fp in others:
-            _, (s1, s2), _ = compare_files(prints[a], fp)
+            shared, (s1, s2), _ = compare_files(prints[a], fp)
             similarity = float(max(s1, s2) if not b.startswith("reference:") else s1)
-            if similarity >= threshold:
+            if similarity >= threshold and shared >= MIN_SHARED_TOKENS:
                 pairs.append((a, b, similarity))
     return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))

@@ -21,6 +21,7 @@ def cell(value):
 def notes(report):
     """Every failed check's full message, one per line, after the file-level error."""
     lines = [report.error] if report.error else []
+    lines += list(report.warnings)
     lines += [f"{c.id}: {c.message}" for c in report.checks if not c.passed and c.message]
     return "\n".join(lines)
 
@@ -56,9 +57,8 @@ def feedback(report, assignment):
              f"Assignment {assignment.number} (`{assignment.key}`), slide "
              f"\"{assignment.slide}\".", "",
              f"**Score: {num(report.total)}/{num(assignment.max_points)}**", ""]
-    if report.error:
-        lines += ["The whole file:", "", *("    " + line for line in report.error.splitlines()),
-                  ""]
+    for text in ([report.error] if report.error else []) + list(report.warnings):
+        lines += ["The whole file:", "", *("    " + line for line in text.splitlines()), ""]
     lines += ["| check | points | what it tests |", "|---|--:|---|"]
     for c in report.checks:
         lines.append(f"| `{c.id}` | {num(c.points)}/{num(c.max_points)} | "
@@ -69,8 +69,9 @@ def feedback(report, assignment):
         for c in failed:
             lines += [f"### `{c.id}`", "", *("    " + line for line in c.message.splitlines()),
                       ""]
+    file_name = os.path.basename(report.path) if report.path else f"{assignment.key}.py"
     lines += ["", f"Run the grader yourself: `python -m tinyddpm.grade {assignment.number} "
-                  "YOUR_FILE.py`", ""]
+                  f"{clean(file_name, 80)}`", ""]
     return "\n".join(lines)
 
 
@@ -79,9 +80,14 @@ def write_feedback(reports, folder, assignment):
     from .._files import atomic_write
 
     os.makedirs(folder, exist_ok=True)
-    paths = []
+    paths, taken = [], set()
     for r in reports:
-        path = os.path.join(folder, _safe_file_name(r.student) + ".md")
+        name = _safe_file_name(r.student)
+        base, k = name, 2
+        while name.casefold() in taken:       # Alice and alice: one file each, on any system
+            name, k = f"{base}-{k}", k + 1
+        taken.add(name.casefold())
+        path = os.path.join(folder, name + ".md")
         text = feedback(r, assignment)
         atomic_write(path, lambda f, text=text: f.write(text), binary=False)
         paths.append(path)
@@ -109,9 +115,10 @@ def clusters(pairs):
                   key=lambda c: (-len(c[0]), -c[2], c[0]))
 
 
-def print_class(assignment, reports, pairs=(), notes_=()):
-    print(f"Assignment {assignment.key}: {len(reports)} students, out of "
-          f"{num(assignment.max_points)}")
+def print_class(assignment, reports, pairs=(), notes_=(), check=None):
+    out_of = num(assignment.max_points) if not check else \
+        f"{num(next(c.points for c in assignment.checks if c.id == check))} (check {check})"
+    print(f"Assignment {assignment.key}: {len(reports)} students, out of {out_of}")
     width = max((len(r.student) for r in reports), default=7)
     for r in reports:
         failed = [c.id for c in r.checks if not c.passed]

@@ -54,7 +54,6 @@ OPEN_FILES_LIMIT = 64
 RESULTS_LIMIT = 256 * 2 ** 20
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
-_NOBODY = 65534
 
 
 def clean(text, limit=300):
@@ -66,6 +65,21 @@ def clean(text, limit=300):
 # =========================================================================== the sandbox
 
 _namespace = None
+_mode = None
+
+
+def sandbox_mode():
+    """How the child is confined beyond its limits and namespace: "landlock" (the kernel's
+    Landlock LSM: it reads only Python, NumPy and its folder, writes only its results; as root it
+    also loses every capability), "own user" (root without Landlock: a fresh unprivileged uid)
+    or "none" (a normal user without Landlock: it runs as that user)."""
+    global _mode
+    if _mode is None:
+        from ._confine import landlock_abi
+
+        _mode = "landlock" if sys.platform.startswith("linux") and landlock_abi() else \
+            "own user" if os.geteuid() == 0 else "none"
+    return _mode
 
 
 def namespace_prefix():
@@ -263,7 +277,9 @@ def error_message(err, time_limit, memory_limit):
     where = ""
     if isinstance(line, int):
         code = err.get("code")
-        where = f" (line {line}: {clean(code, 120)})" if code else f" (line {line})"
+        cell = err.get("cell")
+        at = f"cell {cell}, line {line}" if isinstance(cell, int) else f"line {line}"
+        where = f" ({at}: {clean(code, 120)})" if code else f" ({at})"
     text = clean(err.get("message") or "", 200)
     exc = f"{clean(err.get('type', 'Exception'), 60)}{': ' + text if text else ''}{where}"
     if kind == "missing":
@@ -279,8 +295,8 @@ def error_message(err, time_limit, memory_limit):
         return (f"not run: `{name}` already went past the time limit (in check "
                 f"{clean(err.get('after', '?'), 40)})")
     if kind == "unsaveable":
-        return (f"what `{name}` returned could not be passed back to the grader ({exc}): is it "
-                f"larger than {FILE_SIZE_LIMIT // 2 ** 20} MB?")
+        return (f"what `{name}` returned could not be passed back to the grader: an array "
+                f"larger than {FILE_SIZE_LIMIT // 2 ** 20} MB? ({exc})")
     if kind == "memory":
         return f"`{name}` ran out of memory (the limit is {memory_limit} MB): {exc}"
     return f"`{name}` raised {exc}"
@@ -300,7 +316,7 @@ def grade(assignment, path, *, time_limit=DEFAULT_TIME_LIMIT, file_limit=DEFAULT
     Raises ``FileNotFoundError`` when ``path`` is not a file, ``ValueError`` for a bad limit.
     """
     from .integrity import scan
-    from .submissions import read_code, student_name
+    from .submissions import clean_name, read_cells, read_code, student_name
 
     if not isinstance(assignment, Assignment):
         assignment = find_assignment(assignment)
@@ -310,12 +326,14 @@ def grade(assignment, path, *, time_limit=DEFAULT_TIME_LIMIT, file_limit=DEFAULT
                 or value == float("inf"):
             raise ValueError(f"{name} must be a positive number, got {value!r}")
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"no such file: {path}")
-    report = Report(assignment.key, path, student or student_name(path)[0])
+    report = Report(assignment.key, path, clean_name(student or student_name(path)[0]))
+    cells = None
     if source is None:
         try:
             source = read_code(path)
+            cells = read_cells(path) if path.endswith(".ipynb") else None
         except ValueError as exc:
             report.graded, report.reason, report.error = False, "unreadable", str(exc)
             report.checks = [CheckResult(c.id, c.description, 0, c.points, False,
@@ -325,7 +343,8 @@ def grade(assignment, path, *, time_limit=DEFAULT_TIME_LIMIT, file_limit=DEFAULT
     report.flags = scan(source, assignment)
     work = tempfile.mkdtemp(prefix="tinyddpm-grade-")
     try:
-        outcome = _run_child(assignment, source, work, time_limit, file_limit, memory_limit)
+        outcome = _run_child(assignment, source, work, time_limit, file_limit, memory_limit,
+                             cells)
         _judge(assignment, report, work, outcome, time_limit, memory_limit)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -338,12 +357,13 @@ class _Pending:
 
     def __init__(self, assignment, path, student, limits):
         from .integrity import scan
-        from .submissions import read_code
+        from .submissions import clean_name, read_cells, read_code
 
-        self.report = Report(assignment.key, path, student)
-        self.work = self.outcome = self.source = None
+        self.report = Report(assignment.key, path, clean_name(student))
+        self.work = self.outcome = self.source = self.cells = None
         try:
             self.source = read_code(path)
+            self.cells = read_cells(path) if path.endswith(".ipynb") else None
         except ValueError:
             self.report = grade(assignment, path, student=student, **limits)  # reports it
             return
@@ -354,7 +374,7 @@ class _Pending:
             return
         self.work = tempfile.mkdtemp(prefix="tinyddpm-grade-")
         self.outcome = _run_child(assignment, self.source, self.work, limits["time_limit"],
-                                  limits["file_limit"], limits["memory_limit"])
+                                  limits["file_limit"], limits["memory_limit"], self.cells)
 
     def judge(self, assignment, limits):
         if self.work is not None:
@@ -366,12 +386,15 @@ class _Pending:
         return self.report
 
 
-def _run_child(assignment, source, work, time_limit, file_limit, memory_limit):
+def _run_child(assignment, source, work, time_limit, file_limit, memory_limit, cells=None):
     """Run the child; returns (returncode, seconds, stopped): stopped is "" (it ended), "file"
     (the file limit) or "stall" (a check ran past its time limit and the alarm did not stop
     it)."""
     with open(os.path.join(work, "submission.py"), "w", encoding="utf-8") as f:
         f.write(source)
+    for k, code in cells or ():                  # a notebook: its cells run one by one
+        with open(os.path.join(work, f"cell_{k}.py"), "w", encoding="utf-8") as f:
+            f.write(code)
     lib = os.path.join(work, "lib")
     os.makedirs(lib)
     numpy_dir = os.path.dirname(np.__file__)
@@ -385,26 +408,35 @@ def _run_child(assignment, source, work, time_limit, file_limit, memory_limit):
                                      for k in c.calls()]} for c in assignment.checks]
     out = os.path.join(work, "out")
     os.makedirs(out)
-    root = os.geteuid() == 0
-    uid = _NOBODY if root else os.geteuid()
+    for name in ("_child.py", "_confine.py"):     # the child runs from its own folder
+        shutil.copy(os.path.join(os.path.dirname(CHILD), name), os.path.join(work, name))
+    mode = sandbox_mode()
+    # without Landlock, root's child becomes a user of its own (no other child can reach its
+    # folder); with Landlock it keeps uid 0 without capabilities, confined to its folder
+    uid = secrets.randbelow(2 ** 30) + 2 ** 30 if mode == "own user" else os.geteuid()
     limits = {"as": int(memory_limit * 2 ** 20), "cpu": int(file_limit) + 2,
-              "nproc": _processes_of(uid) + PROCESS_LIMIT, "fsize": FILE_SIZE_LIMIT,
-              "nofile": OPEN_FILES_LIMIT}
+              "nproc": (0 if mode == "own user" else _processes_of(uid)) + PROCESS_LIMIT,
+              "fsize": FILE_SIZE_LIMIT, "nofile": OPEN_FILES_LIMIT}
     request = {"source": "submission.py", "time_limit": float(time_limit), "checks": checks,
-               "drop": [_NOBODY, _NOBODY] if root else None, "limits": limits}
+               "cells": [k for k, _ in cells] if cells is not None else None,
+               "landlock": mode == "landlock", "drop": [uid, uid] if mode == "own user" else None,
+               "limits": limits}
     with open(os.path.join(work, "request.json"), "w", encoding="utf-8") as f:
         json.dump(request, f)
-    if root:   # the child runs as nobody: it may read the folder and write only to out/
+    if mode == "own user":      # its folder is its own, and nobody else's
         for dirpath, dirnames, filenames in os.walk(work):
-            os.chmod(dirpath, 0o755)
+            os.chown(dirpath, uid, uid)
+            os.chmod(dirpath, 0o700)
             for name in filenames:
-                os.chmod(os.path.join(dirpath, name), 0o644)
-        os.chown(out, _NOBODY, _NOBODY)
+                os.chown(os.path.join(dirpath, name), uid, uid)
+                os.chmod(os.path.join(dirpath, name), 0o600)
+        os.chmod(work, 0o500)
     token = secrets.token_hex(8)
     env = {"PATH": "/usr/bin:/bin", "HOME": work, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "TINYDDPM_GRADE_TOKEN": token}
-    cmd = namespace_prefix() + [sys.executable, "-I", "-S", CHILD, work]
+    cmd = namespace_prefix() + [sys.executable, "-I", "-S", os.path.join(work, "_child.py"),
+                                work]
     start = time.monotonic()
     with open(os.path.join(work, "stderr.txt"), "wb") as stderr:  # the child's own start-up
         proc = subprocess.Popen(cmd, cwd=work, env=env, stdin=subprocess.DEVNULL,
@@ -438,6 +470,8 @@ def _run_child(assignment, source, work, time_limit, file_limit, memory_limit):
 def _judge(assignment, report, work, outcome, time_limit, memory_limit):
     returncode, seconds, stopped = outcome
     out = os.path.join(work, "out")
+    if os.path.isfile(os.path.join(out, "done.json")):
+        returncode, stopped = 0, ""          # every check ran; how the process ended is moot
     reader = _Reader(out)
     try:
         imported = reader.json("import.json")
@@ -496,6 +530,16 @@ def _judge(assignment, report, work, outcome, time_limit, memory_limit):
             report.checks.append(CheckResult(c.id, c.description, 0, c.points, False,
                                              "not run: the file could not be imported (see above)"))
         return
+    if isinstance(imported, dict) and isinstance(imported.get("cells"), list):
+        for err in imported["cells"]:
+            if not isinstance(err, dict):
+                continue
+            cell = err.get("cell") if isinstance(err.get("cell"), int) else "?"
+            text = (f"time limit ({num(time_limit)} s)" if err.get("kind") == "timeout" else
+                    error_message(dict(err, kind="exception", function="x"), time_limit,
+                                  memory_limit).split(" raised ", 1)[-1])
+            report.warnings.append(f"cell {cell} raised {text}; the grader went on with the "
+                                   "next cell (it runs the code cells with NumPy only)")
     if imported is None:
         report.error = ended.replace("before this check", "while importing the file")
         report.reason = report.reason or "ended early"
