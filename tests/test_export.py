@@ -5,6 +5,7 @@ without it; the command line's checks and its missing-package message run everyw
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -165,6 +166,51 @@ def test_the_round_trip_is_exact_and_independent(torch):
         net.conv_in.weight.add_(1.0)
     np.testing.assert_array_equal(model.state_dict()["conv_in.kernel"],
                                   back.state_dict()["conv_in.kernel"])
+
+
+def test_a_training_step_in_torch_is_a_training_step_in_tinyddpm(torch):
+    """Two steps of tinyddpm's fit (Huber, Keras' Nadam) against the twin trained with the DDP
+    example's torch optimizer and loss, in float64 (where a wrong rule cannot hide in float32
+    rounding, which Nadam's sign-like first steps amplify for gradients near 0)."""
+    from tinyddpm.export import _torch, to_torch
+
+    example = example_module()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # torch keeps NAdam's scalars in it
+    try:
+        model = randomized(td.build_diffusion_model(seed=0)).astype(np.float64)
+        model.compile(loss=td.Huber(), optimizer=td.Nadam(learning_rate=0.01))
+        net = to_torch(model).double().train()
+        optimizer, loss_fn = example.keras_nadam(net.parameters(), 0.01), example.huber()
+        rng = np.random.default_rng(4)
+        for step in range(2):
+            inputs, noise = td.prepare_batch(rng.integers(0, 256, (6, 28, 28), np.uint8),
+                                             rng=rng)
+            inputs["X_noisy"] = inputs["X_noisy"].astype(np.float64)
+            loss = loss_fn(net(torch.from_numpy(inputs["X_noisy"]),
+                               torch.from_numpy(inputs["time"].astype(np.int64))),
+                           torch.from_numpy(noise.astype(np.float64)))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            assert model.train_step(inputs, noise.astype(np.float64)) == pytest.approx(
+                loss.item(), rel=1e-12)
+        before = randomized(td.build_diffusion_model(seed=0)).state_dict()
+        after = model.state_dict()
+        moved = np.mean([np.abs(after[k] - before[k]).max() > 1e-3 for k in after
+                         if not k.endswith("bias")])
+        assert moved > 0.9, "the weights barely moved: the comparison would be too weak"
+        # The bias of a layer a BatchNorm follows has a gradient of 0 in exact arithmetic (the
+        # normalisation removes any shift): both sides hold rounding noise there (~1e-13), which
+        # Nadam multiplies by lr / epsilon (1e5). Those biases may differ by that much only.
+        shifted = shifted_biases(model)
+        got = _torch.tiny_state(net, model)
+        assert len(shifted) == 13
+        for key in shifted:
+            np.testing.assert_allclose(got.pop(key), after.pop(key), rtol=0, atol=1e-6)
+        assert_states_close(got, after, 1e-9, "after two steps")
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def test_from_torch_takes_files_state_dicts_and_ddp_names(tmp_path, torch):
@@ -349,6 +395,52 @@ def test_to_onnx_refuses_before_writing(tmp_path, ort):
     with pytest.raises(ValueError, match="a latent model is its U-Net and its decoder"):
         to_onnx(build("latent"), tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- DDP, torchrun
+
+def test_two_processes_reach_the_weights_of_one_on_the_doubled_batch(tmp_path, torch):
+    """torchrun --nproc_per_node 2 (gloo) against one process, the same global batch of 4:
+    sync BatchNorm and DDP's gradient average make them the same run. In float64, so that
+    agreement means 1e-9 (float32 rounds the two runs' sums differently, by up to 3e-4 of a
+    gradient at this depth, and Nadam turns gradients near 0 into steps of +-lr either way)."""
+    args = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--seed", "3",
+            "--dtype", "float64", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p), "OMP_NUM_THREADS": "1"}
+    runs = {"one": [sys.executable, str(EXAMPLE)],
+            "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    str(EXAMPLE)]}
+    states = {}
+    for name, command in runs.items():
+        done = subprocess.run([*command, *args, "--out", str(tmp_path / f"{name}.pt")],
+                              env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+        states[name] = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+    one, two = states["one"], states["two"]
+    assert one["history"]["loss"] == pytest.approx(two["history"]["loss"], rel=1e-12)
+    start = td.build_diffusion_model(seed=3)
+    from tinyddpm.export import from_torch
+
+    trained = from_torch(tmp_path / "one.pt").state_dict()
+    assert all(not np.allclose(trained[k], v) for k, v in start.state_dict().items()
+               if k not in shifted_biases(start)), "a weight did not move"
+    assert_states_close({k: v.numpy() for k, v in two["state_dict"].items()},
+                        {k: v.numpy() for k, v in one["state_dict"].items()}, 1e-9,
+                        "2 processes against 1")
+
+
+def test_the_ddp_script_checks_its_options_before_any_work(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for argv, words in ((["--epochs", "1", "--out", str(tmp_path / "x.npz")], "must end in .pt"),
+                        (["--epochs", "0"], "--epochs: must be >= 1"),
+                        (["--epochs", "1", "--label-dropout", "0.2"], "add --conditional")):
+        done = subprocess.run([sys.executable, str(EXAMPLE), *argv], env=env, timeout=60,
+                              capture_output=True, text=True)
+        assert done.returncode == 2 and words in done.stderr, done.stderr
+    done = subprocess.run([sys.executable, str(EXAMPLE), "--help"], env=env, timeout=60,
+                          capture_output=True, text=True)
+    assert "torchrun" in done.stdout and "(default: 32)" in done.stdout
 
 
 # ------------------------------------------------------------------------- the command line
