@@ -249,6 +249,11 @@ def test_from_torch_refuses_what_does_not_fit(tmp_path, torch):
     state["up0.bn1.running_var"][3] = float("nan")
     with pytest.raises(ValueError, match="up0.bn1.moving_variance holds NaN"):
         from_torch(state, model=td.build_diffusion_model())
+    from tinyddpm.export import save_torch
+
+    save_torch(net, tmp_path / "edited.pt", epoch=-1)
+    with pytest.raises(ValueError, match="the header field 'epoch' must be a whole number"):
+        from_torch(tmp_path / "edited.pt")
     torch.save({"weights": net.state_dict()}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="not a tinyddpm torch file"):
         from_torch(tmp_path / "plain.pt")

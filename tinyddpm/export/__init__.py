@@ -163,6 +163,8 @@ def from_torch(source, model=None):
     else:
         raise TypeError(f"{what}: expected a module made by to_torch, a state_dict, or a .pt "
                         f"file written by save_torch, got {type(source).__name__}")
+    if header is not None:
+        _check(header, name)
     if model is None:
         if header is None:
             raise ValueError(f"{what}: a bare state_dict does not say which model it holds: "
@@ -189,23 +191,29 @@ def from_torch(source, model=None):
     for key, value in weights.items():
         _check_array(name, f"weights/{key}", value, floats=True)
     model.load_state_dict(weights)
-    if header is not None and hasattr(model, "epoch"):
+    if header is not None and "epoch" in header and hasattr(model, "epoch"):
         from ..model import History
 
-        model.epoch = int(header.get("epoch", 0))
+        model.epoch = header["epoch"]
         model.run_history = History(header.get("history"))
     return model.eval()
 
 
-def _build(header, name):
-    """A fresh, built tinyddpm model of the class and config ``header`` records (``name``:
-    where it comes from, for messages)."""
-    from ..checkpoint import CheckpointError, _check_header, checkpoint_kind
+def _check(header, name):
+    """Every field of a torch file's header (or a twin's), as a checkpoint's are checked."""
+    from ..checkpoint import CheckpointError, _check_header
 
     try:
         _check_header(name, header)
     except CheckpointError as e:
         raise ValueError(str(e)) from None
+
+
+def _build(header, name):
+    """A fresh, built tinyddpm model of the class and config ``header`` records (``name``:
+    where it comes from, for messages)."""
+    from ..checkpoint import checkpoint_kind
+
     kind, config = checkpoint_kind(header), header.get("config") or {}
     try:
         return BUILDERS[kind](config)
@@ -452,13 +460,13 @@ class OnnxModel:
 
     def __repr__(self):
         return (f"OnnxModel({self.path!r}: {self.header['model_class']}, T={self.config['T']}, "
-                f"{self.config['schedule']['kind']} schedule"
+                f"{(self.config.get('schedule') or {'kind': 'cosine'})['kind']} schedule"
                 + (f", {self.num_classes} classes" if self.num_classes else "") + ")")
 
 
 def _onnx_header(path, proto):
     """The tinyddpm header in an ONNX file's metadata, validated as a checkpoint's."""
-    from ..checkpoint import CheckpointError, _check_header, checkpoint_kind
+    from ..checkpoint import checkpoint_kind
 
     meta = {p.key: p.value for p in proto.metadata_props}
     if meta.get("tinyddpm.format") != ONNX_FORMAT:
@@ -467,12 +475,10 @@ def _onnx_header(path, proto):
                          "td.sample(lambda inputs: ..., T=..., schedule=...)")
     try:
         header = {k: json.loads(meta[f"tinyddpm.{k}"]) for k in ("model_class", "config")}
-        _check_header(path, header)
     except (KeyError, json.JSONDecodeError) as e:
         raise ValueError(f"{path!r}: the tinyddpm metadata is damaged ({type(e).__name__}: "
                          f"{e})") from None
-    except CheckpointError as e:
-        raise ValueError(str(e)) from None
+    _check(header, path)
     if checkpoint_kind(header) not in ("book", "conditional"):
         raise ValueError(f"{path!r}: the metadata names a {header['model_class']!r}, not a "
                          "diffusion U-Net; the file was edited")
