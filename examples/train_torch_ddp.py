@@ -144,6 +144,7 @@ def main(argv=None):
     import torch.distributed as dist
     from torch.utils.data import DataLoader, DistributedSampler
 
+    threads = torch.get_num_threads()  # torchrun's OMP_NUM_THREADS (1 a process), or the cores
     import tinyddpm as td
     from tinyddpm.export import save_torch, to_torch
 
@@ -164,6 +165,9 @@ def main(argv=None):
     (X_full, y_full), _ = td.load_fashion_mnist(args.data_dir)
     (X_train, y_train), _ = td.split_train_valid(X_full, y_full)
     model = td.build_diffusion_model(seed=seed, num_classes=10 if args.conditional else None)
+    # tinyddpm's kernels ran (to build the model) on numba's OpenMP threads, whose count (the
+    # cores + 1) torch shares: put torch's back, or two processes run 6 threads on 2 cores
+    torch.set_num_threads(threads)
     # channels_last: the layout the NHWC inputs already have (and torch's faster one on CPU)
     net = to_torch(model, sync_batchnorm=True).to(device, dtype, memory_format=torch.channels_last)
     net.train()
