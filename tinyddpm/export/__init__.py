@@ -84,6 +84,10 @@ def to_torch(model, sync_batchnorm=False):
     ``examples/train_torch_ddp.py`` uses, so k processes compute what one does on k times the
     batch).
 
+    Threads: torch and numba share OpenMP's thread count, and tinyddpm's kernels set it to the
+    cores + 1 (see ``tinyddpm/_threads.py``); in a process that has run them, call
+    ``torch.set_num_threads(n)`` before running torch (as ``examples/train_torch_ddp.py`` does).
+
     Raises
     ------
     MissingDependency
