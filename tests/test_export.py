@@ -399,6 +399,8 @@ def test_to_onnx_refuses_before_writing(tmp_path, ort):
         to_onnx(build("book"), tmp_path / "m.pt")
     with pytest.raises(ValueError, match="a latent model is its U-Net and its decoder"):
         to_onnx(build("latent"), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="this model is float64: convert it"):
+        to_onnx(build("book").astype(np.float64), tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
 
 

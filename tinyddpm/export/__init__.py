@@ -333,9 +333,9 @@ def to_onnx(model, path, check=True):
     MissingDependency
         PyTorch or onnx (or, with ``check``, onnxruntime) is not installed.
     ValueError
-        ``path`` does not end in .onnx; ``model`` is not a diffusion U-Net (a latent model's
-        U-Net and decoder would be two graphs: export ``to_torch`` instead); or onnxruntime's
-        outputs differ from tinyddpm's (nothing is written).
+        ``path`` does not end in .onnx; ``model`` is not a float32 diffusion U-Net (a latent
+        model's U-Net and decoder would be two graphs: export ``to_torch`` instead); or
+        onnxruntime's outputs differ from tinyddpm's (nothing is written).
     tinyddpm._files.WriteError
         The file could not be written; a previous file at ``path`` is unchanged.
     """
@@ -357,6 +357,9 @@ def to_onnx(model, path, check=True):
                              ": a latent model is its U-Net and its decoder, two graphs; "
                              "to_torch(model) gives both" if hasattr(model, "unet") else ""))
     _check_built(model, "to_onnx")
+    if model.dtype != np.float32:
+        raise ValueError(f"to_onnx writes float32 graphs, and this model is "
+                         f"{np.dtype(model.dtype).name}: convert it with model.astype(np.float32)")
     net = to_torch(model).eval()
     names = ["X_noisy", "time"] + (["label"] if model.num_classes is not None else [])
     example = tuple(torch.from_numpy(v) for v in dummy_inputs(model, 2).values())
@@ -457,8 +460,10 @@ class OnnxModel:
             got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
             raise ValueError(f"{self.path!r} takes {{{', '.join(map(repr, self.input_names))}}}"
                              f", got {got}")
-        feed = {name: np.asarray(getattr(inputs[name], "data", inputs[name]),
-                                 np.float32 if name == "X_noisy" else np.int64)
+        from ..tensor import Tensor
+
+        feed = {name: np.asarray(inputs[name].data if isinstance(inputs[name], Tensor)
+                                 else inputs[name], np.float32 if name == "X_noisy" else np.int64)
                 for name in self.input_names}
         return self.session.run(["noise"], feed)[0]
 
