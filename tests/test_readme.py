@@ -120,26 +120,17 @@ BASH = [c for kind, b in BLOCKS if kind == "bash" for c in commands(b)
         if not c.startswith(tuple(NOT_RUN))]
 
 
-def run_command(command, workdir):
-    """A README command in ``workdir`` with this checkout's tinyddpm (``torchrun`` as the module
-    it runs, with this Python)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-    words = shlex.split(shorter(command + " "))
-    launcher = {"python": [sys.executable],
-                "torchrun": [sys.executable, "-m", "torch.distributed.run"]}
-    assert words[0] in launcher, command
-    done = subprocess.run([*launcher[words[0]], *words[1:]], cwd=workdir, env=env, text=True,
-                          capture_output=True, timeout=600)
-    assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-
-
 def test_bash_commands(workdir):
     """Each command, in README order, in one folder (later ones use what earlier ones wrote)."""
     assert any("train --epochs" in c for c in BASH) and any("grade" in c for c in BASH)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     for command in BASH:
-        assert command.startswith("python "), command
-        run_command(command, workdir)
+        words = shlex.split(shorter(command + " "))
+        assert words[0] == "python", command
+        done = subprocess.run([sys.executable, *words[1:]], cwd=workdir, env=env, text=True,
+                              capture_output=True, timeout=600)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     assert (workdir / "grid.png").exists() and (workdir / "scores.csv").exists()
     assert np.load(workdir / "samples.npy").shape[1:] == (28, 28)
 
@@ -149,13 +140,21 @@ def test_beyond_the_laptop(workdir):
     and onnxruntime are installed (.ci/run's second run)."""
     for package in OPTIONAL[1]:
         pytest.importorskip(package)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    launcher = {"python": [sys.executable],  # torchrun: the module it runs, with this Python
+                "torchrun": [sys.executable, "-m", "torch.distributed.run"]}
     namespace = {}
     for kind, block in OPTIONAL_BLOCKS:
         if kind == "python":
             run_python(block, namespace, workdir)
-        else:
-            for command in commands(block):
-                run_command(command, workdir)
+            continue
+        for command in commands(block):
+            words = shlex.split(shorter(command + " "))
+            done = subprocess.run([*launcher[words[0]], *words[1:]], cwd=workdir, env=env,
+                                  text=True, capture_output=True, timeout=600)
+            assert done.returncode == 0, \
+                f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     assert namespace["images"].shape == (64, 28, 28, 1)
     assert (workdir / "book.onnx").exists() and (workdir / "conditional.pt").exists()
     assert (workdir / "ddp.npz").exists() and (workdir / "ddp_grid.png").exists()
