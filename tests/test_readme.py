@@ -1,7 +1,9 @@
 """Every code block and command of the README runs here, so an example can never drift from the
 code. Long runs are shortened by the substitutions in ``SHORTER`` (fewer epochs, steps or images:
 the same calls); commands that cannot run inside a test are listed in ``NOT_RUN`` with the reason
-(and run elsewhere). A block that is neither run nor listed fails the test."""
+(and run elsewhere). A block that is neither run nor listed fails the test. The blocks of the
+section "Beyond the laptop" need torch, onnx and onnxruntime: they run in a test of their own,
+which skips without them."""
 import os
 import re
 import shlex
@@ -14,7 +16,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
-BLOCKS = [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w+)\n(.*?)```", README, re.S)]
+# (kind, text, the "## " section it is in)
+ALL_BLOCKS = [(m.group(1), m.group(2), re.findall(r"^## (.*)$", README[:m.start()], re.M)[-1:])
+              for m in re.finditer(r"```(\w+)\n(.*?)```", README, re.S)]
+# the section whose blocks need the optional packages: they run in test_beyond_the_laptop,
+# which skips without them
+OPTIONAL = ("Beyond the laptop", ("torch", "onnx", "onnxruntime"))
+BLOCKS = [(kind, text) for kind, text, section in ALL_BLOCKS
+          if not section or not section[0].startswith(OPTIONAL[0])]
+OPTIONAL_BLOCKS = [(kind, text) for kind, text, section in ALL_BLOCKS
+                   if section and section[0].startswith(OPTIONAL[0])]
 
 # what the test changes to keep the run short: (text in the README, text run instead)
 SHORTER = [
@@ -57,6 +68,7 @@ def workdir(tmp_path_factory):
     """A folder to run in, with what the README's commands expect around them."""
     work = tmp_path_factory.mktemp("readme")
     (work / "lessons").symlink_to(REPO / "lessons")
+    (work / "examples").symlink_to(REPO / "examples")
     (work / "submissions").mkdir()
     stub = REPO / "lessons" / "assignments" / "03_conv_backward.py"
     (work / "submissions" / "alice.py").write_text(stub.read_text())
@@ -74,9 +86,10 @@ def run_python(code, namespace, workdir):
 
 
 def test_every_block_is_run_or_listed():
-    for kind, block in BLOCKS:
+    for kind, block, _ in ALL_BLOCKS:
         assert kind in ("python", "bash"), f"a README block of kind {kind!r}"
-    listed = [c for _, b in BLOCKS for c in commands(b) if c.startswith(tuple(NOT_RUN))]
+    assert OPTIONAL_BLOCKS, f"the README has no section {OPTIONAL[0]!r} any more"
+    listed = [c for _, b, _ in ALL_BLOCKS for c in commands(b) if c.startswith(tuple(NOT_RUN))]
     assert len(listed) == len(NOT_RUN), "NOT_RUN names a command the README no longer has"
 
 
@@ -126,3 +139,28 @@ def test_bash_commands(workdir):
     assert (workdir / "grid.png").exists() and (workdir / "scores.csv").exists()
     assert (workdir / "feedback" / "bob.md").read_text().count("no submission") >= 1
     assert np.load(workdir / "samples.npy").shape[1:] == (28, 28)
+
+
+def test_beyond_the_laptop(workdir):
+    """The PyTorch and ONNX section, blocks and commands in README order, where torch, onnx
+    and onnxruntime are installed (.ci/run's second run)."""
+    for package in OPTIONAL[1]:
+        pytest.importorskip(package)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    launcher = {"python": [sys.executable],  # torchrun: the module it runs, with this Python
+                "torchrun": [sys.executable, "-m", "torch.distributed.run"]}
+    namespace = {}
+    for kind, block in OPTIONAL_BLOCKS:
+        if kind == "python":
+            run_python(block, namespace, workdir)
+            continue
+        for command in commands(block):
+            words = shlex.split(shorter(command + " "))
+            done = subprocess.run([*launcher[words[0]], *words[1:]], cwd=workdir, env=env,
+                                  text=True, capture_output=True, timeout=600)
+            assert done.returncode == 0, \
+                f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert namespace["images"].shape == (64, 28, 28, 1)
+    assert (workdir / "book.onnx").exists() and (workdir / "conditional.pt").exists()
+    assert (workdir / "ddp.npz").exists() and (workdir / "ddp_grid.png").exists()

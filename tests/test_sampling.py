@@ -106,6 +106,27 @@ def test_sample_is_generate_and_generate_ddim_as_they_were():
                                   td.generate(small, 3, seed=5, progress=False))
 
 
+def test_a_bare_function_samples_with_the_schedule_it_is_given():
+    """A callable without a config (an onnxruntime session wrapped) takes T and schedule."""
+    oracle = Oracle(T=50)
+    oracle.image_shape = (28, 28, 1)  # what a bare function is given
+
+    def bare(inputs):
+        return oracle(inputs)
+    expected = np.clip((td.sample(oracle, 2, "ddim", steps=5, seed=0) + 1) / 2, 0, 1)
+    np.testing.assert_array_equal(td.sample(bare, 2, "ddim", steps=5, seed=0, T=50,
+                                            schedule="cosine"), expected)
+    oracle.times.clear()
+    td.generate(bare, 1, T=50, progress=False)  # the slide's loop, all of T = 50's steps
+    assert oracle.times == list(range(49, 0, -1))
+    linear = td.sample(bare, 2, "ddim", steps=5, seed=0, T=50, schedule="linear")
+    assert np.abs(linear - expected).max() > 0.01  # (the oracle itself is cosine's)
+    with pytest.raises(ValueError, match="T=40: this model was trained with T=50"):
+        td.sample(oracle, 2, T=40)
+    with pytest.raises(ValueError, match="schedule='linear': this model was trained with"):
+        td.sample(oracle, 2, schedule="linear")
+
+
 def test_deterministic_samplers_give_an_image_per_starting_noise_whatever_the_batch():
     model = Oracle()
     for name in ("ddim", "dpm++2m", "heun"):

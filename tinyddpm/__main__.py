@@ -491,26 +491,7 @@ def _sample(args):
         raise UsageError("--guidance applies with --class (a class-conditional model and the "
                          "class to draw): add --class, or drop --guidance")
     args.guidance = 3.0 if args.guidance is None else args.guidance
-    has_average = model.ema is not None and model.ema.shadow is not None
-    if args.no_ema and not has_average:
-        raise UsageError(f"--no-ema: {args.checkpoint!r} keeps no moving average of the weights "
-                         "(it was trained without --ema): drop --no-ema")
-    if not has_average or args.no_ema:
-        for option, value in (("--recalibrate", args.recalibrate), ("--data-dir", args.data_dir)):
-            if value is not None:
-                raise UsageError(f"{option} applies to the moving-average weights, which "
-                                 f"{'--no-ema turns off' if args.no_ema else 'this model lacks'}"
-                                 ": drop it")
-    args.recalibrate = 200 if args.recalibrate is None else args.recalibrate
-    used_ema = not args.no_ema and model.use_ema_weights()
-    if used_ema and args.recalibrate:
-        # the BatchNorm statistics in the checkpoint belong to the trained weights, not to their
-        # average: re-estimate them (measured after 6 epochs, DDIM-50, 1,000 samples: FID 25.2
-        # and 7/10 classes without this step, 12.5 and 10/10 with it)
-        from tinyddpm.pretrained import recalibrate_on_training_data
-
-        used = recalibrate_on_training_data(model, args.recalibrate, args.data_dir)
-        print(f"BatchNorm statistics re-estimated for the averaged weights ({used} batches)")
+    used_ema = _weights_for_use(args, model)
     model.eval()
     start = time.perf_counter()
     guide = {"label": label, "guidance": args.guidance} if label is not None else {}
@@ -541,6 +522,123 @@ def _sample(args):
     return 0
 
 
+# export --to: (the file suffixes, the optional packages it needs, the model kinds it takes)
+EXPORT_FORMATS = {
+    "torch": ((".pt", ".pth"), ("torch",), ("book", "conditional", "latent", "autoencoder")),
+    "onnx": ((".onnx",), ("torch", "onnx", "onnxruntime"), ("book", "conditional")),
+    "tinyddpm": ((".npz",), ("torch",), ("book", "conditional", "latent", "autoencoder")),
+}
+
+
+def _export(args):
+    """``export``: a tinyddpm checkpoint to a PyTorch file or an ONNX model, or a PyTorch file
+    (to ONNX or) back to a tinyddpm checkpoint; every check before any work."""
+    from tinyddpm._files import check_output
+    from tinyddpm.checkpoint import checkpoint_kind, describe_kind, read_checkpoint
+    from tinyddpm.export import TORCH_SUFFIXES, MissingDependency, require
+    from tinyddpm.pretrained import PRETRAINED, model_from_checkpoint
+
+    if (args.checkpoint is None) == (args.pretrained is None):
+        raise UsageError("export needs --checkpoint FILE (a model you trained, or a .pt file to "
+                         "convert back) or --pretrained book|conditional|latent (a shipped one)")
+    if args.pretrained:
+        args.checkpoint = str(PRETRAINED[args.pretrained])
+    ckpt, (suffixes, packages, kinds) = args.checkpoint, EXPORT_FORMATS[args.to]
+    from_torch_file = os.path.splitext(ckpt)[1].lower() in TORCH_SUFFIXES
+    if args.to == "tinyddpm" and not from_torch_file:
+        raise UsageError(f"--to tinyddpm converts a PyTorch file (.pt: from `export --to torch` "
+                         f"or examples/train_torch_ddp.py) back; {ckpt!r} is not one (a tinyddpm "
+                         "checkpoint is already what `sample` takes)")
+    if args.to == "torch" and from_torch_file:
+        raise UsageError(f"{ckpt!r} is a PyTorch file already: --to tinyddpm converts it back, "
+                         "--to onnx exports it")
+    try:
+        check_output(args.out, "--out", suffixes, need_bytes=16 * 2**20, example="model")
+        require(*packages, what=f"export --to {args.to}")
+    except (MissingDependency, ValueError) as e:
+        raise UsageError(str(e)) from None
+    start = time.perf_counter()
+    if from_torch_file:
+        from tinyddpm.export import from_torch
+
+        try:
+            model = from_torch(ckpt)
+        except (ValueError, OSError) as e:
+            raise CheckpointError(str(e)) from None
+        header = {"model_class": type(model).__name__, "config": model.config,
+                  "epoch": model.epoch, "history": model.run_history.history}
+    else:
+        header = read_checkpoint(ckpt)[0]
+        _expect(ckpt, header, kinds, f"export --to {args.to}")
+        model, header = model_from_checkpoint(ckpt)
+    kind = checkpoint_kind(header)
+    if kind not in kinds:
+        raise UsageError(f"`export --to {args.to}` cannot use {ckpt!r}: it "
+                         f"{describe_kind(ckpt, header)}")
+    used_ema = _weights_for_use(args, model)
+    model.eval()
+    out = _write_export(args.to, model, args.out, header)
+    size = os.path.getsize(out)
+    weights = "moving-average weights" if used_ema else "weights"
+    print(f"{args.out} ({size / 2**20:.1f} MiB): {KINDS_WORDS.get(kind, kind)} ({weights}, epoch "
+          f"{header.get('epoch', 0)}) from {ckpt}, in {time.perf_counter() - start:.1f} s")
+    print(EXPORT_NEXT[args.to].format(out=command(args.out), out_repr=repr(args.out)))
+    return 0
+
+
+KINDS_WORDS = {"book": "the book's U-Net", "conditional": "the class-conditional U-Net",
+               "latent": "the latent diffusion model", "autoencoder": "the autoencoder"}
+EXPORT_NEXT = {
+    "torch": "Back to tinyddpm: python -m tinyddpm export --checkpoint {out} --to tinyddpm --out "
+             "model.npz; in PyTorch: tinyddpm.export.from_torch / torch.load({out_repr}, "
+             "weights_only=True)",
+    "onnx": "Sample it with tinyddpm's samplers: td.sample(tinyddpm.export.OnnxModel({out_repr}),"
+            " 64)",
+    "tinyddpm": "Sample it: python -m tinyddpm sample --checkpoint {out}",
+}
+
+
+def _write_export(to, model, out, header):
+    import tinyddpm as td
+    from tinyddpm import export
+
+    if to == "torch":
+        return export.save_torch(export.to_torch(model), out, epoch=header.get("epoch", 0),
+                                 history=header.get("history") or {})
+    if to == "onnx":
+        return export.to_onnx(model, out)
+    model.ema = model.optimizer = None  # a torch file holds weights only
+    return td.save_checkpoint(out, model)
+
+
+def _weights_for_use(args, model):
+    """The weights ``sample`` and ``export`` use: the moving average where the checkpoint keeps
+    one, with the BatchNorm statistics re-estimated for it (``--recalibrate`` batches), unless
+    ``--no-ema``; the options that apply only to the average are refused without one. Returns
+    whether the average is used."""
+    has_average = model.ema is not None and model.ema.shadow is not None
+    if args.no_ema and not has_average:
+        raise UsageError(f"--no-ema: {args.checkpoint!r} keeps no moving average of the weights "
+                         "(it was trained without --ema): drop --no-ema")
+    if not has_average or args.no_ema:
+        for option, value in (("--recalibrate", args.recalibrate), ("--data-dir", args.data_dir)):
+            if value is not None:
+                raise UsageError(f"{option} applies to the moving-average weights, which "
+                                 f"{'--no-ema turns off' if args.no_ema else 'this model lacks'}"
+                                 ": drop it")
+    args.recalibrate = 200 if args.recalibrate is None else args.recalibrate
+    used_ema = not args.no_ema and model.use_ema_weights()
+    if used_ema and args.recalibrate:
+        # the BatchNorm statistics in the checkpoint belong to the trained weights, not to their
+        # average: re-estimate them (measured after 6 epochs, DDIM-50, 1,000 samples: FID 25.2
+        # and 7/10 classes without this step, 12.5 and 10/10 with it)
+        from tinyddpm.pretrained import recalibrate_on_training_data
+
+        used = recalibrate_on_training_data(model, args.recalibrate, args.data_dir)
+        print(f"BatchNorm statistics re-estimated for the averaged weights ({used} batches)")
+    return used_ema
+
+
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
@@ -569,6 +667,17 @@ def _training_options(parser, checkpoint):
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _average_options(parser):
+    """The options about the moving average of the weights (``sample`` and ``export``)."""
+    parser.add_argument("--no-ema", action="store_true",
+                        help="use the trained weights even where the checkpoint has an average")
+    parser.add_argument("--recalibrate", type=whole_number(0), default=None, metavar="BATCHES",
+                        help="with averaged weights, re-estimate BatchNorm statistics on this "
+                        "many training batches first (0: don't) (default: 200)")
+    parser.add_argument("--data-dir", default=None, help="folder with the IDX files, for "
+                        "--recalibrate (default: the usual places, then the embedded subset)")
+
+
 def build_parser():
     parser = new_parser(
         "python -m tinyddpm", "Train the book's diffusion model, sample from it, measure the "
@@ -578,6 +687,7 @@ def build_parser():
         "  python -m tinyddpm train --epochs 20 --ema 0.999 --checkpoint ckpt.npz\n"
         "  python -m tinyddpm sample --checkpoint ckpt.npz --steps 50\n"
         "  python -m tinyddpm evaluate samples.npy\n"
+        "  python -m tinyddpm export --checkpoint ckpt.npz --to onnx --out model.onnx\n"
         "more entry points:\n"
         "  python -m tinyddpm.demo      the slides' story in a minute, with the shipped models\n"
         "  python -m tinyddpm.grade     the classroom assignments' autograder\n"
@@ -663,14 +773,34 @@ def build_parser():
     sample.add_argument("--out", default="grid.png", help="PNG grid path")
     sample.add_argument("--npy", default=None,
                         help="also save an (n, 28, 28) float32 array here (default: don't)")
-    sample.add_argument("--no-ema", action="store_true",
-                        help="use the trained weights even where the checkpoint has an average")
-    sample.add_argument("--recalibrate", type=whole_number(0), default=None, metavar="BATCHES",
-                        help="with averaged weights, re-estimate BatchNorm statistics on this "
-                        "many training batches first (0: don't) (default: 200)")
-    sample.add_argument("--data-dir", default=None, help="folder with the IDX files, for "
-                        "--recalibrate (default: the usual places, then the embedded subset)")
+    _average_options(sample)
     sample.set_defaults(func=_sample, parser=sample)
+
+    export = command_parser(
+        "export", help="convert a model to PyTorch or ONNX, or a PyTorch file back",
+        description="Write a trained model (--checkpoint, or a shipped one with --pretrained) "
+        "as a PyTorch file (--to torch: the weights and the config, for "
+        "tinyddpm.export.from_torch or torch.load(weights_only=True)) or an ONNX model (--to "
+        "onnx: opset 17, dynamic batch, checked with onnxruntime against tinyddpm's outputs; "
+        "sample it with tinyddpm.export.OnnxModel), or a PyTorch file (.pt, from --to torch or "
+        "examples/train_torch_ddp.py) back as a tinyddpm checkpoint (--to tinyddpm), which "
+        "`sample`, the metrics and the lessons take. Needs the optional packages (pip install "
+        "torch onnx onnxruntime). The weights written are those `sample` uses: the moving "
+        "average where the checkpoint keeps one (--no-ema for the trained ones).",
+        epilog="examples:\n"
+        "  python -m tinyddpm export --pretrained book --to onnx --out book.onnx\n"
+        "  python -m tinyddpm export --checkpoint ckpt.npz --to torch --out ckpt.pt\n"
+        "  python -m tinyddpm export --checkpoint ddp.pt --to tinyddpm --out ddp.npz")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--checkpoint", default=None, metavar="FILE",
+                       help="a tinyddpm checkpoint (.npz), or a PyTorch file (.pt) to convert")
+    which.add_argument("--pretrained", choices=["book", "conditional", "latent"], default=None,
+                       help="a shipped model (in tinyddpm/assets/)")
+    export.add_argument("--to", choices=list(EXPORT_FORMATS), required=True,
+                        help="torch (.pt), onnx (.onnx) or tinyddpm (.npz, from a .pt file)")
+    export.add_argument("--out", required=True, help="the file to write")
+    _average_options(export)
+    export.set_defaults(func=_export, parser=export)
 
     from tinyddpm.metrics import add_evaluate_command
     add_evaluate_command(sub)

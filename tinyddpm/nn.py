@@ -832,10 +832,11 @@ class TimeEncoding(Module):
         table = np.empty((self.T + 1, embed_size))
         table[:, 0::2], table[:, 1::2] = np.sin(t / rate), np.cos(t / rate)
         self.table = table.astype(dtype)
+        self.dtype = np.dtype(dtype).type
         self.built = True
 
-    def forward(self, time):
-        return Tensor(self.table[time])
+    def forward(self, time):  # in the layer's dtype (a model's astype(np.float64) sets it)
+        return Tensor(self.table[time].astype(self.dtype, copy=False))
 
     def _enter(self, time):
         time = np.asarray(time.data if isinstance(time, Tensor) else time)

@@ -72,7 +72,8 @@ def _check_model(model):
     """A model to sample: a tinyddpm model, or any callable mapping {'X_noisy', 'time'} to the
     predicted noise (not a class, a builder, or a file name)."""
     if isinstance(model, str):
-        how = (f"td.load_pretrained({model!r}) for a file"
+        how = (f"tinyddpm.export.OnnxModel({model!r})" if model.endswith(".onnx") else
+               f"td.load_pretrained({model!r}) for a file"
                if model.endswith(".npz") or os.sep in model else
                f"td.load_pretrained(kind={model!r})" if model in ("book", "conditional", "latent")
                else "td.load_pretrained()")
@@ -490,7 +491,8 @@ DEFAULT_SAMPLER, DEFAULT_STEPS = "dpm++2m", 10
 
 
 def sample(model, n=64, sampler=DEFAULT_SAMPLER, steps=None, spacing=None, eta=0.0, clip=True,
-           seed=None, label=None, guidance=None, progress=False, callback=None):
+           seed=None, label=None, guidance=None, progress=False, callback=None, T=None,
+           schedule=None):
     """Generate ``n`` images (float32 (n, 28, 28, 1) in [0, 1]; a latent model's decoded) with
     any sampler of :data:`SAMPLERS`, from pure noise x_T ~ N(0, I):
 
@@ -512,6 +514,14 @@ def sample(model, n=64, sampler=DEFAULT_SAMPLER, steps=None, spacing=None, eta=0
     the batch, while ddpm, ddpm-respaced and ddim with eta > 0 draw each step's noise for the
     whole batch too. ``callback(t, x)`` is called after each step with the new x (at the
     model's scale, before clipping to [0, 1]).
+
+    ``model``: a tinyddpm model, or any callable that maps ``{"X_noisy": x_t (n, 28, 28, 1)
+    float32, "time": (n,) int64}`` to the predicted noise (a float array of x_t's shape), such
+    as :class:`tinyddpm.export.OnnxModel` or a wrapped onnxruntime session. A model carries its
+    schedule (``model.config``); a bare callable has none, so give ``T`` and ``schedule``
+    ("cosine", the default, or "linear"; see :func:`~tinyddpm.schedule.schedule_spec`) as it
+    was trained (default: T = 4000, cosine). Given for a model with a config, they must be its
+    own.
 
     Raises
     ------
@@ -550,7 +560,7 @@ def sample(model, n=64, sampler=DEFAULT_SAMPLER, steps=None, spacing=None, eta=0
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     label = _labels(model, label, n)
-    alpha, abar, beta = model_schedule(model)
+    alpha, abar, beta = model_schedule(model, T, schedule)
     T = len(abar) - 1
     if sampler == "ddpm":
         if steps is not None or spacing is not None:
@@ -612,15 +622,13 @@ def generate(model, batch_size=32, seed=None, T=None, progress=True, callback=No
     (batch_size, 28, 28, 1) float32. Deterministic for a given ``seed``. A latent model
     (:mod:`tinyddpm.latent`) runs the same loop on its latents, then decodes them. For a
     class-conditional model, ``label`` (a class, or one per image) and ``guidance`` (w) steer
-    the noise prediction (see :func:`_predict_noise`). ``T``, if given, must be the model's.
+    the noise prediction (see :func:`_predict_noise`). ``T``, if given, must be the model's
+    (a callable without a config: the T it was trained with; see :func:`sample`).
     Same as ``sample(model, batch_size, sampler="ddpm", ...)``.
     """
-    from .diffusion import model_schedule
-
-    model_schedule(model, T)  # a T other than the model's is an error
     _whole_number("batch_size", batch_size, 1)  # (sample() calls it n)
     return sample(model, batch_size, "ddpm", seed=seed, progress=progress, callback=callback,
-                  label=label, guidance=guidance)
+                  label=label, guidance=guidance, T=T)
 
 
 def generate_ddim(model, batch_size=32, steps=50, eta=0.0, clip=True, seed=None, T=None,
@@ -635,10 +643,7 @@ def generate_ddim(model, batch_size=32, steps=50, eta=0.0, clip=True, seed=None,
     Returns images in [0, 1], (batch_size, 28, 28, 1) float32; deterministic for a ``seed``.
     ``label`` and ``guidance``: as in :func:`generate`, for a class-conditional model.
     """
-    from .diffusion import model_schedule
-
-    model_schedule(model, T)
     _whole_number("batch_size", batch_size, 1)
     return sample(model, batch_size, "ddim", steps=steps, spacing=spacing, eta=eta, clip=clip,
                   seed=seed, label=label, guidance=guidance, progress=progress,
-                  callback=callback)
+                  callback=callback, T=T)

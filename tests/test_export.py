@@ -1,0 +1,557 @@
+"""tinyddpm.export against the real things: PyTorch for the twins (outputs, BatchNorm statistics,
+a training step with torch's own NAdam and HuberLoss, DistributedDataParallel through torchrun)
+and onnxruntime for the ONNX files. Every test that needs torch, onnx or onnxruntime skips
+without it; the command line's checks and its missing-package message run everywhere."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinyddpm as td
+from tinyddpm import nn
+from tinyddpm.__main__ import main
+from tinyddpm.latent import build_autoencoder, build_latent_model
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "train_torch_ddp.py"
+
+
+@pytest.fixture
+def torch():
+    """torch, on one thread: its OpenMP pool and numba's, both spinning on 2 cores, slow each
+    other down tenfold (README, "Speed on a busy machine")."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def ort(torch):
+    pytest.importorskip("onnx")
+    return pytest.importorskip("onnxruntime")
+
+
+def shifted_biases(model):
+    """The biases of the layers a BatchNorm follows: their gradient is 0 in exact arithmetic
+    (the normalisation removes any shift), so training moves them by rounding noise only."""
+    return {f"{path}.bias" for path, m in model.named_modules()
+            if m.__dict__.get("folded_batchnorm") is not None}
+
+
+def example_module():
+    """examples/train_torch_ddp.py as a module (its Nadam, loss and data set)."""
+    spec = importlib.util.spec_from_file_location("train_torch_ddp", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def randomized(model, seed=0):
+    """``model`` with every weight and BatchNorm statistic random (biases and BatchNorm's beta
+    too: none left at 0 or 1, so a weight put in the wrong place shows)."""
+    rng = np.random.default_rng(seed)
+    state = model.state_dict()
+    for key, value in state.items():
+        if key.endswith("moving_variance"):
+            state[key] = rng.uniform(0.5, 1.5, value.shape).astype(value.dtype)
+        elif key.endswith(("latent_std", "latent_bound")):
+            state[key] = rng.uniform(0.5, 2.0, value.shape).astype(value.dtype)
+        else:
+            scale = max(float(np.abs(value).max()), 0.1)
+            state[key] = (value + 0.3 * scale * rng.standard_normal(value.shape)).astype(
+                value.dtype)
+    model.load_state_dict(state)
+    return model
+
+
+def inputs_for(kind, n, seed=1):
+    """(tinyddpm inputs, the same as torch call arguments) for a model kind."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    shape = {"latent": (7, 7, 4)}.get(kind, (28, 28, 1))
+    if kind == "autoencoder":
+        x = rng.uniform(-1, 1, (n, 28, 28, 1)).astype(np.float32)
+        return x, (torch.from_numpy(x),)
+    inputs = {"X_noisy": rng.standard_normal((n, *shape)).astype(np.float32),
+              "time": np.concatenate([[0, 4000], rng.integers(1, 4000, n)])[:n]}
+    if kind == "conditional":
+        inputs["label"] = rng.integers(0, 11, n)  # 10: "no class"
+    return inputs, tuple(torch.from_numpy(v) for v in inputs.values())
+
+
+def build(kind):
+    if kind in ("book", "conditional"):
+        return randomized(td.build_diffusion_model(seed=0, num_classes=10 if kind ==
+                                                   "conditional" else None))
+    ae = randomized(build_autoencoder(seed=0), seed=1)
+    return ae if kind == "autoencoder" else randomized(build_latent_model(ae, seed=2), seed=3)
+
+
+def assert_float32_close(actual, expected, what):
+    """Equal up to float32 rounding through a deep network: 1e-5 of the largest value."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} vs {expected.shape}"
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * scale, err_msg=what)
+
+
+def assert_states_close(actual, expected, rtol, what):
+    assert sorted(actual) == sorted(expected), what
+    for key in expected:
+        scale = max(1.0, float(np.abs(expected[key]).max()))
+        np.testing.assert_allclose(actual[key], expected[key], rtol=rtol, atol=rtol * scale,
+                                   err_msg=f"{what}: {key}")
+
+
+# ------------------------------------------------------------------------------ to_torch, back
+
+KINDS = ["book", "conditional", "autoencoder", "latent"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_round_trip_in_inference_and_training_mode(kind, torch):
+    from tinyddpm.export import _torch, from_torch, to_torch
+
+    model = build(kind)
+    net = to_torch(model)
+    assert not net.training and net.tinyddpm_header["config"] == model.config
+    tiny_inputs, torch_inputs = inputs_for(kind, 5)
+    with torch.no_grad():
+        assert_float32_close(net(*torch_inputs).numpy(), model(tiny_inputs).data,
+                             f"{kind}: inference outputs")
+    if kind == "autoencoder":  # its halves, NHWC both
+        x = torch_inputs[0]
+        with torch.no_grad():
+            z = net.encoder(x)
+            assert_float32_close(z.numpy(), model.encoder(tiny_inputs).data, "encoder")
+            assert_float32_close(net.decoder(z).numpy(), model.decoder(z.numpy()).data,
+                                 "decoder")
+    # a step in training mode: batch statistics, and the moving ones move the same way
+    expected = model(tiny_inputs, training=True).data
+    net.train()
+    assert_float32_close(net(*torch_inputs).detach().numpy(), expected,
+                         f"{kind}: training-mode outputs")
+    moved = model.state_dict()
+    assert_states_close(_torch.tiny_state(net, model), moved, 1e-6, f"{kind}: after the step")
+    # and back: the weights and statistics torch holds now, exactly, in a fresh model
+    back = from_torch(net)
+    assert type(back) is type(model) and not back.training
+    for key, value in _torch.tiny_state(net, model).items():
+        np.testing.assert_array_equal(back.state_dict()[key], value, err_msg=key)
+    net.eval()
+    with torch.no_grad():
+        assert_float32_close(back(tiny_inputs).data, net(*torch_inputs).numpy(),
+                             f"{kind}: back in tinyddpm")
+    if kind == "latent":  # the frozen autoencoder stays frozen, as in Keras
+        assert not any(p.requires_grad for p in net.autoencoder.parameters())
+
+
+def test_the_round_trip_is_exact_and_independent(torch):
+    from tinyddpm.export import from_torch, to_torch
+
+    model = build("conditional")
+    net = to_torch(model)
+    back = from_torch(net)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[key], value, err_msg=key)
+    with torch.no_grad():  # copies: changing one leaves the other
+        net.conv_in.weight.add_(1.0)
+    np.testing.assert_array_equal(model.state_dict()["conv_in.kernel"],
+                                  back.state_dict()["conv_in.kernel"])
+
+
+def test_a_training_step_in_torch_is_a_training_step_in_tinyddpm(torch):
+    """Two steps of tinyddpm's fit (Huber, Keras' Nadam) against the twin trained with the DDP
+    example's torch optimizer and loss, in float64 (where a wrong rule cannot hide in float32
+    rounding, which Nadam's sign-like first steps amplify for gradients near 0)."""
+    from tinyddpm.export import _torch, to_torch
+
+    example = example_module()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # torch keeps NAdam's scalars in it
+    try:
+        model = randomized(td.build_diffusion_model(seed=0)).astype(np.float64)
+        model.compile(loss=td.Huber(), optimizer=td.Nadam(learning_rate=0.01))
+        net = to_torch(model).double().train()
+        optimizer, loss_fn = example.keras_nadam(net.parameters(), 0.01), example.huber()
+        rng = np.random.default_rng(4)
+        for step in range(2):
+            inputs, noise = td.prepare_batch(rng.integers(0, 256, (6, 28, 28), np.uint8),
+                                             rng=rng)
+            inputs["X_noisy"] = inputs["X_noisy"].astype(np.float64)
+            loss = loss_fn(net(torch.from_numpy(inputs["X_noisy"]),
+                               torch.from_numpy(inputs["time"].astype(np.int64))),
+                           torch.from_numpy(noise.astype(np.float64)))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            assert model.train_step(inputs, noise.astype(np.float64)) == pytest.approx(
+                loss.item(), rel=1e-12)
+        before = randomized(td.build_diffusion_model(seed=0)).state_dict()
+        after = model.state_dict()
+        moved = np.mean([np.abs(after[k] - before[k]).max() > 1e-3 for k in after
+                         if not k.endswith("bias")])
+        assert moved > 0.9, "the weights barely moved: the comparison would be too weak"
+        # The bias of a layer a BatchNorm follows has a gradient of 0 in exact arithmetic (the
+        # normalisation removes any shift): both sides hold rounding noise there (~1e-13), which
+        # Nadam multiplies by lr / epsilon (1e5). Those biases may differ by that much only.
+        shifted = shifted_biases(model)
+        got = _torch.tiny_state(net, model)
+        assert len(shifted) == 13
+        for key in shifted:
+            np.testing.assert_allclose(got.pop(key), after.pop(key), rtol=0, atol=1e-6)
+        assert_states_close(got, after, 1e-9, "after two steps")
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_from_torch_takes_files_state_dicts_and_ddp_names(tmp_path, torch):
+    from tinyddpm.export import from_torch, save_torch, to_torch
+
+    model = build("book")
+    model.epoch, model.run_history = 2, td.History({"loss": [0.5, 0.25]})
+    net = to_torch(model)
+    path = save_torch(net, tmp_path / "m.pt", epoch=2, history={"loss": [0.5, 0.25]})
+    saved = torch.load(path, weights_only=True)  # plain data: the format promises it
+    assert saved["format"] == "tinyddpm-torch" and saved["config"] == model.config
+    back = from_torch(path)
+    assert back.epoch == 2 and back.run_history.history == {"loss": [0.5, 0.25]}
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[key], value, err_msg=key)
+    # a bare state_dict (a DDP wrapper's, with its "module." prefix) needs the architecture
+    state = {f"module.{k}": v for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match="does not say which model it holds: pass model="):
+        from_torch(state)
+    filled = from_torch(state, model=td.build_diffusion_model())
+    np.testing.assert_array_equal(filled.state_dict()["up1.bn2.moving_mean"],
+                                  model.state_dict()["up1.bn2.moving_mean"])
+
+
+def test_from_torch_refuses_what_does_not_fit(tmp_path, torch):
+    from tinyddpm.export import from_torch, to_torch
+
+    net = to_torch(td.build_diffusion_model(seed=0))
+    with pytest.raises(ValueError, match="does not match the model given"):
+        from_torch(net, model=td.build_diffusion_model(num_classes=10))
+    state = net.state_dict()
+    del state["conv_in.weight"]
+    with pytest.raises(ValueError, match="does not fit the tinyddpm model.*conv_in.weight"):
+        from_torch(state, model=td.build_diffusion_model())
+    state = net.state_dict()
+    state["up0.bn1.running_var"][3] = float("nan")
+    with pytest.raises(ValueError, match="up0.bn1.moving_variance holds NaN"):
+        from_torch(state, model=td.build_diffusion_model())
+    from tinyddpm.export import save_torch
+
+    save_torch(net, tmp_path / "edited.pt", epoch=-1)
+    with pytest.raises(ValueError, match="the header field 'epoch' must be a whole number"):
+        from_torch(tmp_path / "edited.pt")
+    torch.save({"weights": net.state_dict()}, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="not a tinyddpm torch file"):
+        from_torch(tmp_path / "plain.pt")
+    torch.save({"format": "tinyddpm-torch", "evil": Path("x")}, tmp_path / "object.pt")
+    with pytest.raises(ValueError, match="never loaded"):  # weights_only: no code runs
+        from_torch(tmp_path / "object.pt")
+    with pytest.raises(FileNotFoundError):
+        from_torch(tmp_path / "missing.pt")
+    with pytest.raises(TypeError, match="no torch twin for Model"):
+        from tinyddpm.export import to_torch as again
+        again(build_functional_model())
+
+
+def build_functional_model():
+    from tinyddpm import keras
+
+    x = keras.layers.Input(shape=[4])
+    return keras.Model(inputs=[x], outputs=[keras.layers.Dense(2)(x)])
+
+
+def test_the_conv_twins_follow_keras_padding_and_strides(torch):
+    """Layers the package's models do not use yet, with the sizes where Keras' 'same' padding
+    is uneven and Conv2DTranspose crops (stride 2, even and odd kernels)."""
+    from tinyddpm.export import _torch
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
+    for layer in (nn.Conv2D(4, 3, strides=2, padding="same", activation="relu"),
+                  nn.Conv2D(4, 2, padding="same"), nn.Conv2DTranspose(4, 3, strides=2),
+                  nn.Conv2DTranspose(4, 4, strides=2, padding="valid", activation="tanh"),
+                  nn.Conv2DTranspose(4, 2, strides=2, padding="same"),
+                  nn.Conv2DTranspose(4, 1, strides=3, padding="same"),
+                  nn.MaxPooling2D(2, padding="same"), nn.SeparableConv2D(5, 3, padding="same")):
+        layer(x)
+        randomized(layer)
+        got = _torch.twin(layer)(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        assert_float32_close(got.detach().numpy(), layer(x).data, repr(layer.init_args))
+
+
+# ------------------------------------------------------------------------------------ ONNX
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    """The book's model and the conditional one, randomized, and their ONNX files."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from tinyddpm.export import to_onnx
+
+    folder = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for kind in ("book", "conditional"):
+        model = build(kind)
+        out[kind] = model, to_onnx(model, folder / f"{kind}.onnx")
+    return out
+
+
+@pytest.mark.parametrize("kind", ["book", "conditional"])
+@pytest.mark.parametrize("n", [1, 5])
+def test_onnxruntime_gives_tinyddpms_outputs_at_any_batch_size(kind, n, onnx_files, ort):
+    import onnx
+
+    model, path = onnx_files[kind]
+    proto = onnx.load(path)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    assert names == ["X_noisy", "time"] + (["label"] if kind == "conditional" else [])
+    assert session.get_inputs()[0].shape[1:] == [28, 28, 1]
+    assert [o.name for o in session.get_outputs()] == ["noise"]
+    inputs, _ = inputs_for(kind, n, seed=n)
+    got = session.run(None, {k: v.astype(np.int64) if k != "X_noisy" else v
+                             for k, v in inputs.items()})[0]
+    assert_float32_close(got, model(inputs).data, f"{kind}, batch {n}")
+
+
+def test_the_same_ddim_samples_from_tinyddpm_and_from_onnx(onnx_files, ort):
+    from tinyddpm.export import OnnxModel
+
+    model, path = onnx_files["book"]
+    deployed = OnnxModel(path)
+    assert deployed.config == model.config and "T=4000" in repr(deployed)
+    expected = td.generate_ddim(model, 6, steps=20, seed=3)
+    np.testing.assert_allclose(td.generate_ddim(deployed, 6, steps=20, seed=3), expected,
+                               atol=1e-4)
+    # a bare onnxruntime session, with the schedule given since it carries none
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    fn = lambda inputs: session.run(None, inputs)[0]  # noqa: E731
+    np.testing.assert_allclose(td.sample(fn, 6, "ddim", steps=20, spacing="leading", seed=3,
+                                         T=4000, schedule="cosine"), expected, atol=1e-4)
+    # guidance through the conditional file: both halves of the doubled batch
+    model, path = onnx_files["conditional"]
+    np.testing.assert_allclose(td.sample(OnnxModel(path), 4, steps=5, seed=1, label=7,
+                                         guidance=3), td.sample(model, 4, steps=5, seed=1,
+                                                                label=7, guidance=3), atol=1e-4)
+
+
+def _edited(path, tmp_path, change):
+    import onnx
+
+    proto = onnx.load(path)
+    change(proto)
+    out = tmp_path / "edited.onnx"
+    onnx.save(proto, out)
+    return out
+
+
+def test_the_onnx_metadata_is_checked_against_the_graph(onnx_files, tmp_path, ort):
+    import onnx
+
+    from tinyddpm.export import OnnxModel
+
+    _, path = onnx_files["book"]
+
+    def set_meta(key, value):
+        def change(proto):
+            for p in proto.metadata_props:
+                if p.key == key:
+                    p.value = value
+        return change
+    config = json.loads({p.key: p.value for p in onnx.load(path).metadata_props}
+                        ["tinyddpm.config"])
+    with pytest.raises(ValueError, match=r"no time encoding of T \+ 1 = 1001 steps"):
+        OnnxModel(_edited(path, tmp_path, set_meta("tinyddpm.config",
+                                                   json.dumps({**config, "T": 1000}))))
+    with pytest.raises(ValueError, match="the graph's inputs .* are not those its metadata"):
+        OnnxModel(_edited(path, tmp_path, set_meta("tinyddpm.config",
+                                                   json.dumps({**config, "num_classes": 10}))))
+    with pytest.raises(ValueError, match="schedule is not valid"):
+        OnnxModel(_edited(path, tmp_path, set_meta("tinyddpm.config", json.dumps(
+            {**config, "schedule": {"kind": "quadratic"}}))))
+    with pytest.raises(ValueError, match=r"not one written by tinyddpm's to_onnx.*T=\.\.\."):
+        OnnxModel(_edited(path, tmp_path, lambda proto: proto.ClearField("metadata_props")))
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="is not an ONNX model"):
+        OnnxModel(tmp_path / "junk.onnx")
+
+
+def test_to_onnx_refuses_before_writing(tmp_path, ort):
+    from tinyddpm.export import to_onnx
+
+    with pytest.raises(ValueError, match="must end in .onnx"):
+        to_onnx(build("book"), tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="a latent model is its U-Net and its decoder"):
+        to_onnx(build("latent"), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="this model is float64: convert it"):
+        to_onnx(build("book").astype(np.float64), tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- DDP, torchrun
+
+def test_two_processes_reach_the_weights_of_one_on_the_doubled_batch(tmp_path, torch):
+    """torchrun --nproc_per_node 2 (gloo) against one process, the same global batch of 4:
+    sync BatchNorm and DDP's gradient average make them the same run. In float64, so that
+    agreement means 1e-9 (float32 rounds the two runs' sums differently, by up to 3e-4 of a
+    gradient at this depth, and Nadam turns gradients near 0 into steps of +-lr either way)."""
+    args = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--seed", "3",
+            "--dtype", "float64", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p), "OMP_NUM_THREADS": "1"}
+    runs = {"one": [sys.executable, str(EXAMPLE)],
+            "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    str(EXAMPLE)]}
+    states = {}
+    for name, command in runs.items():
+        done = subprocess.run([*command, *args, "--out", str(tmp_path / f"{name}.pt")],
+                              env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+        states[name] = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+    one, two = states["one"], states["two"]
+    assert one["history"]["loss"] == pytest.approx(two["history"]["loss"], rel=1e-12)
+    start = td.build_diffusion_model(seed=3)
+    from tinyddpm.export import from_torch
+
+    trained = from_torch(tmp_path / "one.pt").state_dict()
+    assert all(not np.allclose(trained[k], v) for k, v in start.state_dict().items()
+               if k not in shifted_biases(start)), "a weight did not move"
+    assert_states_close({k: v.numpy() for k, v in two["state_dict"].items()},
+                        {k: v.numpy() for k, v in one["state_dict"].items()}, 1e-9,
+                        "2 processes against 1")
+
+
+def test_the_ddp_script_checks_its_options_before_any_work(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for argv, words in ((["--epochs", "1", "--out", str(tmp_path / "x.npz")], "must end in .pt"),
+                        (["--epochs", "0"], "--epochs: must be >= 1"),
+                        (["--epochs", "1", "--label-dropout", "0.2"], "add --conditional")):
+        done = subprocess.run([sys.executable, str(EXAMPLE), *argv], env=env, timeout=60,
+                              capture_output=True, text=True)
+        assert done.returncode == 2 and words in done.stderr, done.stderr
+    done = subprocess.run([sys.executable, str(EXAMPLE), "--help"], env=env, timeout=60,
+                          capture_output=True, text=True)
+    assert "torchrun" in done.stdout and "(default: 32)" in done.stdout
+
+
+# ------------------------------------------------------------------------- the command line
+
+def test_export_to_torch_onnx_and_back(tmp_path, capsys, ort):
+    from tinyddpm.export import OnnxModel
+
+    model = build("conditional")
+    td.save_checkpoint(tmp_path / "c.npz", model)
+    assert main(["export", "--checkpoint", str(tmp_path / "c.npz"), "--to", "torch", "--out",
+                 str(tmp_path / "c.pt")]) == 0
+    assert "the class-conditional U-Net (weights, epoch 0)" in capsys.readouterr().out
+    assert main(["export", "--checkpoint", str(tmp_path / "c.pt"), "--to", "tinyddpm", "--out",
+                 str(tmp_path / "back.npz")]) == 0
+    back = td.load_checkpoint(tmp_path / "back.npz", td.build_diffusion_model(num_classes=10))
+    assert back["config"] == model.config
+    assert main(["export", "--checkpoint", str(tmp_path / "c.pt"), "--to", "onnx", "--out",
+                 str(tmp_path / "c.onnx")]) == 0
+    assert "OnnxModel(" in capsys.readouterr().out
+    inputs, _ = inputs_for("conditional", 3)
+    assert_float32_close(OnnxModel(tmp_path / "c.onnx")(inputs), model(inputs).data, "onnx")
+    assert main(["sample", "--checkpoint", str(tmp_path / "back.npz"), "--n", "2", "--steps",
+                 "2", "--out", str(tmp_path / "g.png")]) == 0
+
+
+def test_export_uses_the_moving_average_as_sample_does(tmp_path, capsys, torch):
+    from tinyddpm.export import from_torch
+
+    model = build("book")
+    model.compile(ema=0.9)
+    model.ema.update(model.named_parameters())
+    model.ema.shadow = {k: v + 1 for k, v in model.ema.shadow.items()}
+    td.save_checkpoint(tmp_path / "e.npz", model)
+    assert main(["export", "--checkpoint", str(tmp_path / "e.npz"), "--to", "torch",
+                 "--recalibrate", "0", "--out", str(tmp_path / "avg.pt")]) == 0
+    assert "moving-average weights" in capsys.readouterr().out
+    assert main(["export", "--checkpoint", str(tmp_path / "e.npz"), "--to", "torch", "--no-ema",
+                 "--out", str(tmp_path / "raw.pt")]) == 0
+    avg, raw = from_torch(tmp_path / "avg.pt"), from_torch(tmp_path / "raw.pt")
+    np.testing.assert_array_equal(raw.state_dict()["conv_out.kernel"],
+                                  model.state_dict()["conv_out.kernel"])
+    np.testing.assert_array_equal(avg.state_dict()["conv_out.kernel"],
+                                  model.ema.shadow["conv_out.kernel"])
+
+
+def _one_error_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--pretrained", "book", "--to", "onnx", "--out", "{tmp}/m.pt"],
+     "--out '{tmp}/m.pt': the file name must end in .onnx"),
+    (["--pretrained", "book", "--to", "torch", "--out", "{tmp}/m.onnx"], "must end in .pt or .pth"),
+    (["--pretrained", "book", "--to", "torch", "--out", "{tmp}/nodir/m.pt"], "does not exist"),
+    (["--pretrained", "book", "--to", "torch", "--out", "{tmp}"], "is a folder"),
+    (["--pretrained", "book", "--to", "tinyddpm", "--out", "{tmp}/m.npz"],
+     "--to tinyddpm converts a PyTorch file (.pt"),
+    (["--checkpoint", "{tmp}/m.pt", "--to", "torch", "--out", "{tmp}/n.pt"],
+     "is a PyTorch file already"),
+    (["--to", "torch", "--out", "{tmp}/m.pt"], "export needs --checkpoint FILE"),
+    (["--pretrained", "book", "--to", "torch", "--no-ema", "--out", "{tmp}/m.pt"],
+     "--no-ema: "),
+])
+def test_export_usage_errors(argv, words, tmp_path, capsys):
+    if "--no-ema" in argv:
+        pytest.importorskip("torch")  # checked once the model is read
+    assert main(["export", *(w.format(tmp=tmp_path) for w in argv)]) == 2
+    assert words.format(tmp=tmp_path) in _one_error_line(capsys.readouterr().err)
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_export_to_an_unknown_format(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--pretrained", "book", "--to", "keras", "--out", str(tmp_path / "m.h5")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and "error: argument --to: invalid choice: 'keras'" in last
+
+
+def test_export_to_a_folder_that_refuses_files(tmp_path, capsys, monkeypatch):
+    import errno
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    assert main(["export", "--pretrained", "book", "--to", "onnx", "--out",
+                 str(tmp_path / "m.onnx")]) == 2
+    assert "cannot write in" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("to,missing", [("onnx", "onnx"), ("onnx", "onnxruntime"),
+                                        ("torch", "torch")])
+def test_a_missing_optional_package_is_named_with_its_pip_install(to, missing, tmp_path, capsys,
+                                                                  monkeypatch):
+    monkeypatch.setitem(sys.modules, missing, None)  # import fails, as if not installed
+    suffix = ".onnx" if to == "onnx" else ".pt"
+    assert main(["export", "--pretrained", "book", "--to", to, "--out",
+                 str(tmp_path / f"m{suffix}")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"export --to {to} needs" in line and '.[export]' in line and not os.listdir(tmp_path)
+    assert missing in line.split("pip install ")[1].split(" (")[0].split()  # (and any other one
+    from tinyddpm.export import MissingDependency, OnnxModel, to_torch  # missing here)
+
+    with pytest.raises(MissingDependency, match=f"pip install .*{missing}"):
+        to_torch(td.build_diffusion_model()) if missing == "torch" else OnnxModel("m.onnx")
