@@ -281,7 +281,7 @@ SOLUTION_1 = (SOLUTIONS / "01_cosine_schedule.py").read_text()
 def test_the_sandbox_reads_only_python_numpy_and_its_folder(tmp_path):
     """Where Landlock exists: the solutions, a classmate's file and /tmp are out of reach, the
     loaded file cannot be written anywhere else, no program can be run; flagged as well."""
-    from tinyddpm.grade.runner import sandbox_mode
+    from tinyddpm.grade.sandbox import sandbox_mode
 
     classmate = tmp_path / "alice.py"
     classmate.write_text(SOLUTION_1)
@@ -315,7 +315,7 @@ def test_numpys_builtins_module_is_flagged(tmp_path):
 
 
 def test_a_student_cannot_reach_a_classmate_graded_at_the_same_time(tmp_path):
-    from tinyddpm.grade.runner import sandbox_mode
+    from tinyddpm.grade.sandbox import sandbox_mode
 
     if sandbox_mode() == "none":
         pytest.skip("without Landlock, a normal user's children share that user")
@@ -344,13 +344,13 @@ def test_a_student_cannot_reach_a_classmate_graded_at_the_same_time(tmp_path):
 @pytest.mark.parametrize("mode", ["landlock", "own user"])
 def test_each_sandbox_mode_grades_and_confines(mode, tmp_path, monkeypatch):
     """The fallbacks too: root without Landlock runs the child as a fresh unprivileged user."""
-    from tinyddpm.grade import runner
+    from tinyddpm.grade import sandbox
 
     if mode == "own user" and os.geteuid() != 0:
         pytest.skip("needs root")
-    if mode == "landlock" and runner.sandbox_mode() != "landlock":
+    if mode == "landlock" and sandbox.sandbox_mode() != "landlock":
         pytest.skip("this kernel has no Landlock")
-    monkeypatch.setattr(runner, "_mode", mode)
+    monkeypatch.setattr(sandbox, "_mode", mode)
     good = write(tmp_path, "good.py", SOLUTION_1 + "\nimport logging, timeit\n")
     assert G.grade(1, good).total == 10
     cheat = write(tmp_path, "cheat.py", "from tinyddpm.schedule import variance_schedule\n")

@@ -8,7 +8,9 @@
 The grade is decided here, never in the student's process: each check names the calls to make
 (:mod:`.framework`), :mod:`.runner` makes them in a sandboxed child (:mod:`._child`: resource
 limits, its own process group or PID namespace, a temporary folder, no pipe back) that returns
-only values, and the check's judge compares those with this package's own implementation.
+only values, and the check's judge compares those with this package's own implementation
+(:mod:`.runner` judges; :mod:`.sandbox` starts, confines and stops the child; :mod:`.channel`
+reads what it returns).
 :mod:`.integrity` flags suspicious code and similar submissions; :mod:`.reports` writes the CSV
 and the feedback files; :mod:`.assign` makes the student files from the solutions. Each
 assignment is one module (``a01_cosine_schedule.py`` ...): adding one touches one new file and

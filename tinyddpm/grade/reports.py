@@ -6,7 +6,7 @@ import csv
 import os
 
 from .framework import num
-from .runner import clean
+from .channel import clean
 
 #: a spreadsheet reads a cell starting with one of these as a formula
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
