@@ -6,11 +6,10 @@
     python -m tinyddpm.grade 3 submissions/ --csv scores.csv --roster names.txt --feedback fb/
 
 The grade is decided here, never in the student's process: each check names the calls to make
-(:mod:`.framework`), :mod:`.runner` makes them in a sandboxed child (:mod:`._child`: resource
-limits, its own process group or PID namespace, a temporary folder, no pipe back) that returns
-only values, and the check's judge compares those with this package's own implementation
-(:mod:`.runner` judges; :mod:`.sandbox` starts, confines and stops the child; :mod:`.channel`
-reads what it returns).
+(:mod:`.framework`); :mod:`.sandbox` makes them in a child process (:mod:`._child`, confined by
+:mod:`._confine`: Landlock, resource limits, its own process group and PID namespace, a
+temporary folder, no pipe back) that returns only values (:mod:`.channel` reads them back); and
+:mod:`.runner` lets each check's judge compare them with this package's own implementation.
 :mod:`.integrity` flags suspicious code and similar submissions; :mod:`.reports` writes the CSV
 and the feedback files; :mod:`.assign` makes the student files from the solutions. Each
 assignment is one module (``a01_cosine_schedule.py`` ...): adding one touches one new file and
