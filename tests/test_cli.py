@@ -13,14 +13,15 @@ from tinyddpm.__main__ import build_parser, main, progress_words, resume_command
 
 def _parsers():
     """Every parser the package's entry points build: (name, parser)."""
-    from tinyddpm import demo, grade, metrics
+    from tinyddpm import demo, metrics
+    from tinyddpm.grade import assign, cli as grade_cli
 
     top = build_parser()
     found = [("python -m tinyddpm", top)]
     for action in top._actions:
         if isinstance(action, argparse._SubParsersAction):
             found += [(f"python -m tinyddpm {name}", p) for name, p in action.choices.items()]
-    found.append(("python -m tinyddpm.grade", grade._parser()))
+    found.append(("python -m tinyddpm.grade", grade_cli.parser()))
     captured = {}
 
     def keep(self, *a, **k):  # capture the parsers the other main()s build, without running them
@@ -28,7 +29,7 @@ def _parsers():
         raise SystemExit(0)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(argparse.ArgumentParser, "parse_args", keep)
-        for entry in (demo.main, metrics.main):
+        for entry in (demo.main, metrics.main, assign.main):
             with pytest.raises(SystemExit):
                 entry([])
     return found + sorted(captured.items())
