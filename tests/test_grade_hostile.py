@@ -24,11 +24,20 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the sandbox's process checks read /proc")
 
 
+RUN = f"test{os.getpid()}x"      # this session's grading runs carry it in their token
+
+
+@pytest.fixture(autouse=True)
+def _run_label(monkeypatch):
+    monkeypatch.setenv("TINYDDPM_GRADE_RUN", RUN)
+
+
 def cli(*args, timeout=120):
     """Run the grader's command line; returns (exit status, stdout, stderr, seconds)."""
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "tinyddpm.grade", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TINYDDPM_GRADE_RUN": RUN})
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
 
 
@@ -45,13 +54,15 @@ def graded(path, assignment=1, *extra, timeout=120):
 
 
 def leftover_processes():
-    """Processes still carrying a grading run's token (none may outlive their run)."""
+    """Processes of this session's grading runs still alive (none may outlive its run; other
+    grading runs on the machine carry other tokens)."""
     found = []
+    needle = f"TINYDDPM_GRADE_TOKEN={RUN}".encode()
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 with open(f"/proc/{pid}/environ", "rb") as f:
-                    if b"TINYDDPM_GRADE_TOKEN=" in f.read():
+                    if any(v.startswith(needle) for v in f.read().split(b"\0")):
                         found.append(int(pid))
             except OSError:
                 pass
@@ -383,3 +394,82 @@ def test_control_characters_in_a_file_name_do_not_reach_the_terminal(tmp_path):
     code, out, err, _ = cli(1, tmp_path, "--csv", tmp_path / "s.csv")
     text = out + err + (tmp_path / "s.csv").read_text()
     assert "\x1b" not in text and "\t" not in text and "?[31mred?name" in out
+
+
+def test_a_table_of_answers_and_code_hidden_in_strings_are_flagged(tmp_path):
+    from tinyddpm.schedule import variance_schedule
+
+    table = {T: [a.tobytes().hex() for a in variance_schedule(T, **kw)]
+             for T, kw in ((4000, {}), (10, {"s": 0.1}), (1000, {}), (20, {"max_beta": 0.2}))}
+    path = write(tmp_path, "table.py", f"""
+        import numpy as np
+        TABLE = {table!r}
+        def variance_schedule(T, s=0.008, max_beta=0.999):
+            return tuple(np.frombuffer(bytes.fromhex(h), np.float32) for h in TABLE[T])
+    """)
+    report = graded(path)
+    assert "large literal data" in " ".join(report["flags"]), report["flags"]
+    hidden = write(tmp_path, "hidden.py", """
+        import timeit, _io
+        timeit.Timer("x = 1").timeit(1)
+    """)
+    flags = " ".join(graded(hidden)["flags"])
+    assert "timeit" in flags and "_io" in flags
+
+
+def test_a_killed_grader_takes_its_children_with_it(tmp_path):
+    path = write(tmp_path, "stubborn.py", """
+        import time
+        while True:
+            try:
+                time.sleep(1000)
+            except BaseException:
+                pass
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "tinyddpm.grade", "1", str(path)],
+                            env={**os.environ, "TINYDDPM_GRADE_RUN": RUN},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not leftover_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftover_processes(), "the child never started"
+    proc.kill()                                  # SIGKILL: no cleanup code of the grader runs
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while leftover_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftover_processes() == []
+
+
+def test_sigterm_stops_a_class_run_cleanly(tmp_path):
+    import signal
+
+    for name in ("a", "b"):
+        write(tmp_path, f"{name}.py", "import time\nwhile True:\n    time.sleep(1)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "tinyddpm.grade", "1", str(tmp_path),
+                             "--jobs", "2", "--csv", str(tmp_path / "s.csv")],
+                            env={**os.environ, "TINYDDPM_GRADE_RUN": RUN},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while len(leftover_processes()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / "s.csv").exists()
+    time.sleep(0.3)
+    assert leftover_processes() == []
+
+
+def test_writing_too_many_files_is_stopped_with_a_reason(tmp_path):
+    path = write(tmp_path, "filler.py", """
+        import os
+        def variance_schedule(T, s=0.008, max_beta=0.999):
+            folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+            for i in range(10**6):
+                with open(os.path.join(folder, f"junk{i}"), "w"):
+                    pass
+    """)
+    report = graded(path)
+    assert report["total"] == 0 and report["reason"] == "disk limit", report["reason"]

@@ -103,7 +103,7 @@ def classroom_workflow(assignment, file_name):
             f"        with:\n"
             f"          test-name: {c.id}\n"
             f"          setup-command: pip install tinyddpm\n"
-            f"          command: python -m tinyddpm.grade {assignment.number} {file_name} "
+            f"          command: python -I -m tinyddpm.grade {assignment.number} {file_name} "
             f"--check {c.id}\n"
             f"          timeout: 5\n"
             f"          max-score: {c.points:g}\n")

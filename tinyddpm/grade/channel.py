@@ -35,7 +35,7 @@ class Reader:
         path = os.path.join(self.out, name)
         if not os.path.isfile(path) or os.path.islink(path):
             return None
-        if os.path.getsize(path) > 8 * 2 ** 20:
+        if os.path.getsize(path) > 2 * 2 ** 20:
             raise Unreadable(f"{name} is too large")
         try:
             with open(path, encoding="utf-8") as f:

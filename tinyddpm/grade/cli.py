@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 
 from . import assignments  # noqa: F401  (registers them)
 from .framework import ASSIGNMENTS, find_assignment, num
@@ -84,7 +85,36 @@ def _usage(parser_, message):
     return EXIT_USAGE
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: stop as on Ctrl-C (the children are killed on the way out)."""
+
+
+def _on_signal(signum, frame):
+    raise _Stopped(signum)
+
+
 def main(argv=None):
+    """The command line; returns the exit status (130 or 128 + the signal when interrupted:
+    every child is killed and nothing is written)."""
+    import signal
+
+    handled = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            handled[sig] = signal.signal(sig, _on_signal)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        code = 128 + exc.args[0] if isinstance(exc, _Stopped) else 130
+        print("\ngrading interrupted: its processes were stopped; no scores or feedback were "
+              "written", file=sys.stderr)
+        return code
+    finally:
+        for sig, previous in handled.items():
+            signal.signal(sig, previous)
+
+
+def _main(argv=None):
     p = parser()
     args = p.parse_args(argv)
     if args.list:

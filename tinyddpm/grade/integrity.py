@@ -31,6 +31,13 @@ MODULES = {
     "mmap": "maps files (mmap)", "fileinput": "reads files (fileinput)",
     "zipimport": "imports from archives", "base64": "decodes text (base64)",
     "zlib": "decompresses data (zlib)", "codeop": "compiles code (codeop)",
+    "posix": "uses the OS directly (posix)", "nt": "uses the OS directly (nt)",
+    "timeit": "runs code from strings (timeit)", "cProfile": "runs code from strings (cProfile)",
+    "profile": "runs code from strings (profile)", "code": "runs code from strings (code)",
+    "doctest": "runs code from strings (doctest)", "trace": "runs code from strings (trace)",
+    "bdb": "runs code from strings (bdb)", "pdb": "runs code from strings (pdb)",
+    "pkgutil": "resolves names (pkgutil)", "pydoc": "resolves names (pydoc)",
+    "tokenize": "reads files (tokenize)", "hashlib": "hashes data (hashlib: a table of answers?)",
 }
 CALLS = {"exec": "exec", "eval": "eval", "compile": "compile", "__import__": "__import__",
          "open": "reads or writes files (open)", "globals": "globals()", "vars": "vars()",
@@ -57,7 +64,16 @@ METHODS = {"read_text": "reads files (read_text)", "read_bytes": "reads files (r
            "builtins": "reaches a builtins module", "attrgetter": "attrgetter",
            "methodcaller": "methodcaller", "addsitedir": "changes the import path (site)",
            "exec_module": "runs a module (exec_module)", "load_module": "loads a module",
-           "getlines": "reads files (linecache)", "system": "runs commands (.system)"}
+           "getlines": "reads files (linecache)", "system": "runs commands (.system)",
+           "save": "writes files (np.save)", "savez": "writes files (np.savez)",
+           "savez_compressed": "writes files (np.savez)", "fromregex": "reads files",
+           "DataSource": "reads files (DataSource)", "npyio": "reads or writes files (npyio)",
+           "get_type_hints": "evaluates strings (get_type_hints)", "runctx": "runs code (runctx)",
+           "resolve_name": "resolves names", "locate": "resolves names (locate)",
+           "walk_tb": "walks frames", "walk_stack": "walks frames"}
+#: literal data at least this large (characters, or items of a container) looks like a table
+#: of answers: the checks' inputs are fixed, so answers computed elsewhere could be pasted in
+LARGE_LITERAL = 2000
 DUNDERS = {"__builtins__", "__globals__", "__code__", "__subclasses__", "__loader__", "__spec__",
            "__dict__", "__closure__", "__getattribute__", "f_back", "f_globals", "f_locals",
            "gi_frame", "tb_frame"}
@@ -71,6 +87,11 @@ def scan(source, assignment=None):
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return []
     found = {}
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef,
+                                    ast.ClassDef))
+                  and n.body and isinstance(n.body[0], ast.Expr)
+                  and isinstance(n.body[0].value, ast.Constant)}
 
     def add(text, node):
         found.setdefault(text, []).append(getattr(node, "lineno", 0))
@@ -81,6 +102,8 @@ def scan(source, assignment=None):
                 [node.module or ""]
             for name in names:
                 top = name.split(".")[0]
+                if top.startswith("_") and top != "__future__":
+                    add(f"imports a private module ({top})", node)
                 if top in MODULES:
                     add(MODULES[top] if top != "tinyddpm" or "grade" not in name
                         else "imports the grader (tinyddpm.grade)", node)
@@ -113,6 +136,16 @@ def scan(source, assignment=None):
             add(f"reaches {node.id}", node)
         elif isinstance(node, ast.Name) and node.id == "builtins":
             add("reaches a builtins module", node)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+            if len(node.value) >= LARGE_LITERAL and id(node) not in docstrings:
+                add("large literal data (a table of answers?)", node)
+            text = node.value if isinstance(node.value, str) else ""
+            if any(d in text for d in DUNDERS if d.startswith("__")):
+                add("a dunder name in a string", node)
+        elif isinstance(node, (ast.List, ast.Tuple, ast.Set, ast.Dict)):
+            items = len(node.keys) if isinstance(node, ast.Dict) else len(node.elts)
+            if items >= LARGE_LITERAL // 10:
+                add("large literal data (a table of answers?)", node)
     flags = []
     for text, lines in found.items():
         lines = sorted(set(lines))

@@ -11,7 +11,7 @@ import tempfile
 from .channel import Reader, Unreadable, clean, error_message
 from .framework import Assignment, CheckResult, Fail, Report, Results, find_assignment, num
 from .sandbox import (DEFAULT_FILE_LIMIT, DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT,  # noqa: F401
-                      run_child, sandbox_mode)
+                      reset_stop, run_child, sandbox_mode, stop_all)
 
 
 # =========================================================================== grading one file
@@ -126,6 +126,10 @@ def _judge(assignment, report, work, outcome, time_limit, memory_limit):
         ended = (f"time limit: the whole file was stopped after {num(round(seconds))} s (its "
                  "file limit)")
         report.reason = "time limit"
+    elif stopped == "disk":
+        ended = ("stopped: the code wrote more files or bytes than a submission may (20,000 "
+                 "files, 512 MB)")
+        report.reason = "disk limit"
     elif stopped:
         ended = (f"time limit: stopped after {num(time_limit)} s (the check's limit), by the "
                  "grader: the code did not stop at the time limit's alarm (an infinite loop "
@@ -161,14 +165,16 @@ def _judge(assignment, report, work, outcome, time_limit, memory_limit):
             report.checks.append(CheckResult(c.id, c.description, 0, c.points, False,
                                              "not run: the file could not be imported (see above)"))
         return
-    if isinstance(imported, dict) and isinstance(imported.get("cells"), list):
+    notebook = report.path.endswith(".ipynb")
+    if notebook and isinstance(imported, dict) and isinstance(imported.get("cells"), list):
         for err in imported["cells"]:
             if not isinstance(err, dict):
                 continue
             cell = err.get("cell") if isinstance(err.get("cell"), int) else "?"
+            located = dict(err, kind="exception", function="x",
+                           cell=err.get("at") if isinstance(err.get("at"), int) else cell)
             text = (f"time limit ({num(time_limit)} s)" if err.get("kind") == "timeout" else
-                    error_message(dict(err, kind="exception", function="x"), time_limit,
-                                  memory_limit).split(" raised ", 1)[-1])
+                    error_message(located, time_limit, memory_limit).split(" raised ", 1)[-1])
             report.warnings.append(f"cell {cell} raised {text}; the grader went on with the "
                                    "next cell (it runs the code cells with NumPy only)")
     if imported is None:
@@ -194,6 +200,8 @@ def _judge(assignment, report, work, outcome, time_limit, memory_limit):
             continue
         passed, message = _decide(check, data, reader, os.path.join(out, str(i)), time_limit,
                                   memory_limit, kinds)
+        if message.startswith("what your code returned could not be read back"):
+            report.flags.append(f"unreadable results in check {check.id}")
         report.checks.append(CheckResult(check.id, check.description,
                                          check.points if passed else 0, check.points, passed,
                                          message))
@@ -273,6 +281,7 @@ def grade_folder(assignment, folder, *, roster=None, progress=None, jobs=1,
     files, notes = find_submissions(folder)
     pending = [_Pending(assignment, path, student, limits) for student, path in files.items()]
     reports = []
+    reset_stop()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(p.run, assignment, limits) for p in pending]
         try:
@@ -288,6 +297,9 @@ def grade_folder(assignment, folder, *, roster=None, progress=None, jobs=1,
                 if roster is not None and student not in roster:
                     report.flags.insert(0, "not on the roster")
                 reports.append(report)
+        except BaseException:
+            stop_all()          # interrupted: the children running now stop at once
+            raise
         finally:
             for future in futures:
                 future.cancel()

@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -40,8 +41,11 @@ DEFAULT_FILE_LIMIT = 60.0
 STALL_GRACE, STARTUP_GRACE = 2.0, 10.0
 #: Address space of the student's process, in MB.
 DEFAULT_MEMORY_LIMIT = 2048
-#: Processes the student's code may start beyond those its user already runs.
-PROCESS_LIMIT = 32
+#: Processes (and threads) the student's code may start beyond those its user already runs:
+#: few, since each may take the whole memory limit.
+PROCESS_LIMIT = 4
+#: What the child may write in all (its results folder): files and bytes.
+OUTPUT_FILES_LIMIT, OUTPUT_LIMIT = 20_000, 512 * 2 ** 20
 #: Largest file the student's process may write (bytes): its results, or anything else.
 FILE_SIZE_LIMIT = 64 * 2 ** 20
 #: Open files the student's process may hold.
@@ -90,17 +94,47 @@ def namespace_prefix():
     return list(_namespace)
 
 
+_pdeathsig = None
+_stop = threading.Event()      # set: every running child is stopped (the grader is interrupted)
+
+
+def stop_all():
+    """Stop every child now running (from any thread), and those started until reset_stop()."""
+    _stop.set()
+
+
+def reset_stop():
+    _stop.clear()
+
+
+def _die_with_us():
+    """``setpriv --pdeathsig KILL --`` where util-linux has it: the child is killed when the
+    grader dies, even by SIGKILL (with the PID namespace, everything it started goes too)."""
+    global _pdeathsig
+    if _pdeathsig is None:
+        tool = shutil.which("setpriv")
+        _pdeathsig = []
+        if tool and sys.platform.startswith("linux"):
+            try:
+                ok = subprocess.run([tool, "--pdeathsig", "KILL", "--", "true"],
+                                    capture_output=True, timeout=10).returncode == 0
+            except (OSError, subprocess.SubprocessError):
+                ok = False
+            _pdeathsig = [tool, "--pdeathsig", "KILL", "--"] if ok else []
+    return list(_pdeathsig)
+
+
 def _processes_of(uid):
+    """The threads ``uid`` runs now (what the kernel's process limit counts)."""
     count = 0
     for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if pid.isdigit():
             try:
                 with open(f"/proc/{pid}/status") as f:
-                    for line in f:
-                        if line.startswith("Uid:"):
-                            count += int(line.split()[1]) == uid
-                            break
-            except OSError:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+                if int(fields["Uid"].split()[0]) == uid:
+                    count += int(fields.get("Threads", "1").split()[0])
+            except (OSError, KeyError, ValueError, IndexError):
                 pass
     return count
 
@@ -229,19 +263,21 @@ def run_child(assignment, source, work, time_limit, file_limit, memory_limit, ce
                 os.chown(os.path.join(dirpath, name), uid, uid)
                 os.chmod(os.path.join(dirpath, name), 0o600)
         os.chmod(work, 0o500)
-    token = secrets.token_hex(8)
+    # the run's token marks its processes; TINYDDPM_GRADE_RUN prefixes it (to find a class
+    # run's processes from outside, as the tests do)
+    token = os.environ.get("TINYDDPM_GRADE_RUN", "")[:32] + secrets.token_hex(8)
     env = {"PATH": "/usr/bin:/bin", "HOME": work, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "TINYDDPM_GRADE_TOKEN": token}
-    cmd = namespace_prefix() + [sys.executable, "-I", "-S", os.path.join(work, "_child.py"),
-                                work]
+    cmd = _die_with_us() + namespace_prefix() + [sys.executable, "-I", "-S",
+                                                 os.path.join(work, "_child.py"), work]
     start = time.monotonic()
     with open(os.path.join(work, "stderr.txt"), "wb") as stderr:  # the child's own start-up
         proc = subprocess.Popen(cmd, cwd=work, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=stderr,
                                 start_new_session=True, close_fds=True)
     stopped = ""
-    progress, last = 0, start
+    progress, last, weighed = 0, start, start
     try:
         while True:
             try:
@@ -249,9 +285,12 @@ def run_child(assignment, source, work, time_limit, file_limit, memory_limit, ce
                 break
             except subprocess.TimeoutExpired:
                 pass
+            if _stop.is_set():
+                stopped = "interrupted"
+                break
             now = time.monotonic()
-            done = len(os.listdir(out))        # a file for the start, the import, each check
-            if done != progress:
+            done = len(os.listdir(out))  # a file for the start, each notebook cell, the import,
+            if done != progress:         # each check
                 progress, last = done, now
             if now - start > file_limit:
                 stopped = "file"
@@ -260,6 +299,34 @@ def run_child(assignment, source, work, time_limit, file_limit, memory_limit, ce
             if now - last > time_limit + (STARTUP_GRACE if progress < 2 else STALL_GRACE):
                 stopped = "stall"
                 break
+            if now - weighed > 0.5:      # what it wrote, in all: the limit is per file
+                weighed = now
+                if _too_much(out):
+                    stopped = "disk"
+                    break
     finally:
         _kill_everything(proc, token)
     return proc.returncode, time.monotonic() - start, stopped
+
+
+def _too_much(folder):
+    """Whether the child wrote more than OUTPUT_FILES_LIMIT files or OUTPUT_LIMIT bytes."""
+    files = size = 0
+    stack = [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            files += 1
+            if files > OUTPUT_FILES_LIMIT:
+                return True
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    size += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                pass
+    return size > OUTPUT_LIMIT
