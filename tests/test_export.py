@@ -404,6 +404,139 @@ def test_to_onnx_refuses_before_writing(tmp_path, ort):
     assert not list(tmp_path.iterdir())
 
 
+# ------------------------------------------------------------- inputs, dtypes, the samplers
+
+BAD_INPUTS = [  # (what is wrong, X_noisy, time, label for the conditional model)
+    ("time below 0", np.zeros((2, 28, 28, 1), np.float32), np.array([-1, -1]), None),
+    ("fractional time", np.zeros((2, 28, 28, 1), np.float32),
+     np.array([1.5, 1.9], np.float32), None),  # (tinyddpm casts float64 inputs to float32)
+    ("time above T", np.zeros((2, 28, 28, 1), np.float32), np.array([4001, 1]), None),
+    ("label above num_classes", np.zeros((2, 28, 28, 1), np.float32), np.array([1, 2]),
+     np.array([11, 1])),
+    ("negative label", np.zeros((2, 28, 28, 1), np.float32), np.array([1, 2]),
+     np.array([0, -1])),
+    ("time of another length", np.zeros((2, 28, 28, 1), np.float32), np.array([1, 2, 3]), None),
+    ("images of another size", np.zeros((2, 32, 32, 1), np.float32), np.array([1, 2]), None),
+    ("integer images", np.zeros((2, 28, 28, 1), np.int64), np.array([1, 2]), None),
+]
+
+
+@pytest.mark.parametrize("what,X,time,label", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_onnx_and_torch_check_their_inputs_as_tinyddpm_does(what, X, time, label, onnx_files,
+                                                           torch, capfd):
+    """The same ValueError, word for word, from the tinyddpm model, its ONNX file (before
+    onnxruntime runs: nothing on stderr) and its torch twin."""
+    from tinyddpm.export import OnnxModel, to_torch
+
+    kind = "book" if label is None else "conditional"
+    model, path = onnx_files[kind]
+    inputs = {"X_noisy": X, "time": time, **({"label": label} if label is not None else {})}
+    with pytest.raises(ValueError) as expected:
+        model(inputs)
+    with pytest.raises(ValueError) as onnx_error:
+        OnnxModel(path)(inputs)
+    with pytest.raises(ValueError) as torch_error:
+        to_torch(model)(*(torch.from_numpy(v) for v in inputs.values()))
+    assert str(onnx_error.value) == str(expected.value) == str(torch_error.value)
+    assert capfd.readouterr().err == ""  # no onnxruntime error line
+
+
+def test_the_torch_twin_refuses_what_is_not_a_tensor(torch):
+    from tinyddpm.export import to_torch
+
+    net = to_torch(build("book"))
+    with pytest.raises(TypeError, match=r"'time' must be a torch tensor, received ndarray"):
+        net(torch.zeros(2, 28, 28, 1), np.array([1, 2]))
+
+
+def test_a_float64_model_stays_float64_there_and_back(tmp_path, torch):
+    from tinyddpm.export import from_torch, save_torch, to_torch
+
+    model = randomized(td.build_diffusion_model(seed=1)).astype(np.float64)
+    net = to_torch(model)
+    assert {p.dtype for p in net.parameters()} == {torch.float64}
+    assert net.time_encoding.table.dtype == torch.float64
+    inputs, _ = inputs_for("book", 3)
+    inputs["X_noisy"] = inputs["X_noisy"].astype(np.float64)
+    with torch.no_grad():
+        out = net(torch.from_numpy(inputs["X_noisy"]), torch.from_numpy(inputs["time"]))
+    assert out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), model(inputs).data, rtol=1e-10, atol=1e-10)
+    for back in (from_torch(net), from_torch(save_torch(net, tmp_path / "m64.pt"))):
+        state = back.state_dict()
+        for key, value in model.state_dict().items():
+            assert state[key].dtype == np.float64, key
+            np.testing.assert_array_equal(state[key], value, err_msg=key)
+        np.testing.assert_array_equal(back(inputs).data, model(inputs).data)
+    with pytest.raises(ValueError, match=r"holds float64 weights, and the model given is "
+                       r"float32: pass model.astype\(np.float64\)"):
+        from_torch(net, model=td.build_diffusion_model())
+    with pytest.raises(ValueError, match=r"holds float16 weights; tinyddpm computes in float32 "
+                       r"or float64"):
+        from_torch(to_torch(build("book")).half())
+
+
+@pytest.mark.parametrize("kind", ["book", "conditional"])
+def test_the_samplers_take_the_torch_twin(kind, torch):
+    """td.sample(to_torch(model)): torch computes, with the schedule of the twin's config, in
+    inference mode; a twin in training mode stays so, its BatchNorm statistics unchanged."""
+    from tinyddpm.export import _torch, to_torch
+
+    model = build(kind)
+    net = to_torch(model).train()
+    before = _torch.tiny_state(net, model)
+    guide = {"label": 7, "guidance": 3} if kind == "conditional" else {}
+    got = td.sample(net, 3, "ddim", steps=5, spacing="leading", seed=2, **guide)
+    np.testing.assert_allclose(got, td.sample(model, 3, "ddim", steps=5, spacing="leading",
+                                              seed=2, **guide), atol=1e-4)
+    assert net.training
+    after = _torch.tiny_state(net, model)
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
+    assert td.sample(net, 2, "ddim", steps=5, seed=2, **guide).shape == (2, 28, 28, 1)
+    with pytest.raises(ValueError, match="this model was trained with T=4000"):
+        td.sample(net, 2, T=1000)
+
+
+def test_the_samplers_refuse_a_latent_twin_with_the_way_to_sample_it(torch):
+    from tinyddpm.export import to_torch
+
+    with pytest.raises(TypeError, match=r"td.sample\(tinyddpm.export.from_torch\(net\), 64\)"):
+        td.sample(to_torch(build("latent")), 2, steps=2)
+
+
+def test_save_torch_and_to_onnx_refuse_a_missing_folder(tmp_path, ort):
+    from tinyddpm.export import save_torch, to_onnx, to_torch
+
+    model = build("book")
+    with pytest.raises(ValueError, match="save_torch: path .*: the folder .* does not exist; "
+                       "create it first"):
+        save_torch(to_torch(model), tmp_path / "missing" / "m.pt")
+    with pytest.raises(ValueError, match="to_onnx: path .*: the folder .* does not exist; "
+                       "create it first"):
+        to_onnx(model, tmp_path / "missing" / "m.onnx")
+    assert not os.listdir(tmp_path)
+
+
+def test_from_torch_says_what_a_forged_header_or_nan_weights_mean(tmp_path, torch):
+    from tinyddpm.export import from_torch, save_torch, to_torch
+
+    net = to_torch(build("book"))
+    net.tinyddpm_header = {**net.tinyddpm_header, "model_class": "Autoencoder"}
+    save_torch(net, tmp_path / "forged.pt")
+    with pytest.raises(ValueError, match=r"says it holds a 'Autoencoder', but its config .* "
+                       r"does not describe one .*latent_channels.*; the file is damaged or was "
+                       r"edited"):
+        from_torch(tmp_path / "forged.pt")
+    net = to_torch(build("book"))
+    with torch.no_grad():
+        net.conv_out.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError) as error:
+        from_torch(net)
+    assert "conv_out.kernel holds NaN" in str(error.value)
+    assert "diverged" in str(error.value) and ".best.npz" not in str(error.value)
+
+
 # --------------------------------------------------------------------------- DDP, torchrun
 
 def test_two_processes_reach_the_weights_of_one_on_the_doubled_batch(tmp_path, torch):

@@ -224,15 +224,17 @@ def _check_config(path, where, config):
         raise CheckpointError(f"{path!r}: the config's schedule is not valid: {e}") from None
 
 
-def _check_array(path, name, value, floats):
+def _check_array(path, name, value, floats, advice="load an earlier checkpoint (e.g. the "
+                 ".best.npz beside it)"):
+    """A stored array is numeric (a float type where ``floats``) and finite; ``advice``: what to
+    do about NaN or infinite values."""
     if value.dtype.kind not in ("f" if floats else "fiub"):
         raise CheckpointError(f"{path!r}: {name} has dtype {value.dtype}, not "
                               f"{'a float' if floats else 'a number'} type; the file is damaged "
                               "or was not written by tinyddpm")
     if value.dtype.kind == "f" and not np.isfinite(value).all():
         raise CheckpointError(f"{path!r}: {name} holds NaN or infinite values, so the model "
-                              "cannot be used; load an earlier checkpoint (e.g. the .best.npz "
-                              "beside it)")
+                              f"cannot be used; {advice}")
 
 
 def _normalized(config):
