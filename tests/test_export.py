@@ -688,3 +688,93 @@ def test_a_missing_optional_package_is_named_with_its_pip_install(to, missing, t
 
     with pytest.raises(MissingDependency, match=f"pip install .*{missing}"):
         to_torch(td.build_diffusion_model()) if missing == "torch" else OnnxModel("m.onnx")
+
+
+def _suggested(line, start="`python -m tinyddpm "):
+    """The first command a message suggests (between backquotes), as main()'s argv."""
+    import shlex
+
+    return shlex.split(line.split(start, 1)[1].split("`", 1)[0])
+
+
+def test_onnx_export_of_a_latent_model_suggests_what_works(tmp_path, capsys, monkeypatch, ort):
+    from tinyddpm.export import save_torch, to_torch
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--pretrained", "latent", "--to", "onnx", "--out", "l.onnx"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "covers the pixel diffusion U-Nets only" in line and "--to torch" in line
+    assert "--resume" not in line and "`python -m tinyddpm sample --pretrained latent`" in line
+    save_torch(to_torch(build("latent")), "latent.pt")
+    assert main(["export", "--checkpoint", "latent.pt", "--to", "onnx", "--out", "l.onnx"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--resume" not in line and "sample --checkpoint latent.pt" not in line
+    assert main(_suggested(line)) == 0  # export --to tinyddpm --out latent.npz
+    assert main(["sample", "--checkpoint", "latent.npz", "--n", "2", "--steps", "2", "--out",
+                 "g.png"]) == 0
+    assert sorted(os.listdir()) == ["g.png", "latent.npz", "latent.pt"]
+
+
+def test_pytorch_and_onnx_files_are_named_where_a_checkpoint_is_read(tmp_path, capsys,
+                                                                     monkeypatch, onnx_files):
+    from tinyddpm.export import save_torch, to_torch
+
+    torch = pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)
+    save_torch(to_torch(build("book")), "book.pt")
+    assert main(["sample", "--checkpoint", "book.pt", "--out", "g.png"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "'book.pt' is a PyTorch file" in line and ".npz file" not in line
+    assert main(_suggested(line)) == 0 and os.path.exists("book.npz")
+    capsys.readouterr()
+    assert main(["train", "--epochs", "2", "--init-from", "book.pt"]) == 2
+    assert "'book.pt' is a PyTorch file" in _one_error_line(capsys.readouterr().err)
+    torch.save({"weights": torch.zeros(3)}, "plain.pt")
+    assert main(["sample", "--checkpoint", "plain.pt"]) == 2
+    assert "a PyTorch file, but not one of tinyddpm's" in _one_error_line(
+        capsys.readouterr().err)
+    onnx = str(onnx_files["book"][1])
+    for argv in (["sample", "--checkpoint", onnx], ["export", "--checkpoint", onnx, "--to",
+                                                     "torch", "--out", "b.pt"]):
+        assert main(argv) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert "is an ONNX model, not a tinyddpm checkpoint" in line and "OnnxModel(" in line
+    assert main(["export", "--checkpoint", onnx, "--to", "tinyddpm", "--out", "b.npz"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "it is an ONNX model, which does not convert back" in line
+    assert "already what `sample` takes" not in line
+    for path in ("book.pt", onnx):
+        assert main(["evaluate", path]) == 2
+        assert "is a model, not images" in _one_error_line(capsys.readouterr().err)
+    assert sorted(os.listdir()) == ["book.npz", "book.pt", "plain.pt"]
+
+
+def test_autoencoders_export_both_ways_and_the_next_step_is_true(tmp_path, capsys, torch):
+    from tinyddpm.export import from_torch
+
+    ae = build("autoencoder")
+    ae_path = tmp_path / "run.autoencoder.npz"
+    td.save_checkpoint(ae_path, ae)
+    assert main(["export", "--checkpoint", str(ae_path), "--to", "torch", "--out",
+                 str(tmp_path / "ae.pt")]) == 0
+    assert "the autoencoder (weights, epoch 0)" in capsys.readouterr().out
+    back = from_torch(tmp_path / "ae.pt")
+    for key, value in ae.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[key], value, err_msg=key)
+    assert main(["export", "--checkpoint", str(tmp_path / "ae.pt"), "--to", "tinyddpm", "--out",
+                 str(tmp_path / "ae_back.npz")]) == 0
+    next_step = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "Sample it" not in next_step and "holds the autoencoder" in next_step
+    again = td.load_checkpoint(tmp_path / "ae_back.npz", build_autoencoder())
+    assert again["model_class"] == "Autoencoder"
+    # each kind's next step runs: a conditional U-Net back from torch samples with --class all
+    td.save_checkpoint(tmp_path / "c.npz", build("conditional"))
+    assert main(["export", "--checkpoint", str(tmp_path / "c.npz"), "--to", "torch", "--out",
+                 str(tmp_path / "c.pt")]) == 0
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(tmp_path / "c.pt"), "--to", "tinyddpm", "--out",
+                 str(tmp_path / "c_back.npz")]) == 0
+    next_step = capsys.readouterr().out.strip().splitlines()[-1]
+    argv = next_step.split("Sample it: python -m tinyddpm ", 1)[1].split()
+    assert argv[-2:] == ["--class", "all"]
+    assert main([*argv, "--n", "10", "--steps", "2", "--out", str(tmp_path / "g.png")]) == 0
