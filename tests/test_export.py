@@ -570,17 +570,106 @@ def test_two_processes_reach_the_weights_of_one_on_the_doubled_batch(tmp_path, t
                         "2 processes against 1")
 
 
+def script_env(**extra):
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p), "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1", **extra}
+
+
 def test_the_ddp_script_checks_its_options_before_any_work(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for argv, words in ((["--epochs", "1", "--out", str(tmp_path / "x.npz")], "must end in .pt"),
                         (["--epochs", "0"], "--epochs: must be >= 1"),
-                        (["--epochs", "1", "--label-dropout", "0.2"], "add --conditional")):
+                        (["--epochs", "1", "--label-dropout", "0.2"], "add --conditional"),
+                        (["--epochs", "1", "--data-dir", str(tmp_path / "nowhere"),
+                          "--out", str(tmp_path / "d.pt")], "does not hold the Fashion-MNIST")):
         done = subprocess.run([sys.executable, str(EXAMPLE), *argv], env=env, timeout=60,
                               capture_output=True, text=True)
-        assert done.returncode == 2 and words in done.stderr, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode == 2 and words in last, done.stderr
+        assert last.startswith("examples/train_torch_ddp.py: error: ") and \
+            "Traceback" not in done.stderr, done.stderr
+    assert not os.listdir(tmp_path)
     done = subprocess.run([sys.executable, str(EXAMPLE), "--help"], env=env, timeout=60,
                           capture_output=True, text=True)
     assert "torchrun" in done.stdout and "(default: 32)" in done.stdout
+
+
+def test_the_ddp_script_without_torch_names_the_pip_install(tmp_path):
+    blocked = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", blocked, str(EXAMPLE), "--epochs", "1", "--out",
+                           str(tmp_path / "d.pt")], env=script_env(), timeout=60,
+                          capture_output=True, text=True)
+    last = done.stderr.splitlines()[-1]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "error: examples/train_torch_ddp.py needs torch" in last and "pip install torch" in last
+
+
+def test_the_ddp_script_starts_as_tinyddpms_train_does(tmp_path, torch):
+    """The same seed, the same first batch: the first step's loss (before any update) is the
+    one `python -m tinyddpm train` reports, to float32 rounding (another batch: 1e-3 off). And
+    the closing hint names the --out given."""
+    common = ["--epochs", "1", "--steps-per-epoch", "1", "--seed", "5"]
+    for conditional in ([], ["--conditional"]):
+        out = tmp_path / f"mine{len(conditional)}.pt"
+        done = subprocess.run([sys.executable, str(EXAMPLE), *common, *conditional, "--out",
+                               str(out)], env=script_env(), capture_output=True, text=True,
+                              timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip().splitlines()[-1] == (
+            f"Back to tinyddpm: python -m tinyddpm export --checkpoint {out} --to tinyddpm "
+            f"--out {tmp_path / out.stem}.npz")
+        ckpt = tmp_path / f"train{len(conditional)}.npz"
+        done = subprocess.run([sys.executable, "-m", "tinyddpm", "train", *common, *conditional,
+                               "--quiet", "--checkpoint", str(ckpt)], env=script_env(),
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+        ours = torch.load(out, weights_only=True)["history"]["loss"]
+        theirs = td.checkpoint.read_checkpoint(ckpt)[0]["history"]["loss"]
+        assert ours == pytest.approx(theirs, rel=2e-6), conditional
+
+
+@pytest.mark.parametrize("when", ["after an epoch", "before any epoch"])
+def test_ctrl_c_in_the_ddp_script_says_what_was_saved(when, tmp_path, torch):
+    """SIGINT (Ctrl-C) as training runs: one message, no traceback, exit 130, and --out whole
+    (the last finished epoch) or absent, nothing half-written beside it."""
+    import signal
+    import time
+
+    out = tmp_path / "run.pt"
+    steps = "1" if when == "after an epoch" else "100000"
+    process = subprocess.Popen([sys.executable, str(EXAMPLE), "--epochs", "100000",
+                                "--steps-per-epoch", steps, "--seed", "1", "--out", str(out)],
+                               env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 120
+        if when == "after an epoch":
+            while not out.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        else:
+            assert process.stdout.readline().startswith("Training the book's U-Net")
+            time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Interrupted"), stderr
+    again = f"start again: python {EXAMPLE} --epochs 100000 --steps-per-epoch {steps}"
+    assert again in lines[0].lower()
+    if when == "after an epoch":
+        from tinyddpm.export import from_torch
+
+        epochs = from_torch(out).epoch
+        assert epochs >= 1 and f"{out} holds the model after {epochs} finished epoch(s)" in \
+            lines[0] and f"--out {tmp_path / 'run.npz'}" in lines[0]
+        assert os.listdir(tmp_path) == ["run.pt"]
+    else:
+        assert "nothing was saved" in lines[0] and not os.listdir(tmp_path)
 
 
 # ------------------------------------------------------------------------- the command line
