@@ -8,6 +8,7 @@
     save_torch(net, "ckpt.pt")       # weights + config, read by torch.load(weights_only=True)
     to_onnx(model, "model.onnx")     # ONNX (opset 17, dynamic batch), checked with onnxruntime
     images = td.sample(OnnxModel("model.onnx"), 64)   # tinyddpm's samplers, onnxruntime's model
+    images = td.sample(net, 64)      # and torch's (through TorchModel)
 
 The models: the book's U-Net (``build_diffusion_model()``), the class-conditional one
 (``num_classes=10``) and the latent model and its autoencoder (:mod:`tinyddpm.latent`). Their
@@ -74,7 +75,8 @@ def to_torch(model, sync_batchnorm=False):
     The book's U-Net and the conditional one: ``net(X_noisy, time)`` / ``net(X_noisy, time,
     label)`` with X_noisy (N, 28, 28, 1) float32 (NHWC, as tinyddpm: no transposing), time (N,)
     int64 in 0..T, label (N,) int64 (num_classes = "no class") -> the predicted noise
-    (N, 28, 28, 1). The autoencoder: ``net(x)`` reconstructs, ``net.encoder(x)`` and
+    (N, 28, 28, 1), the inputs checked first as tinyddpm's model checks them (ValueError; see
+    ``_torch.UNet``). The autoencoder: ``net(x)`` reconstructs, ``net.encoder(x)`` and
     ``net.decoder(z)`` (NHWC) are its halves; the latent model: ``net(X_noisy, time)`` on
     latents. Sub-modules keep tinyddpm's names (``net.down0.sep1``). ``net.tinyddpm_header``
     holds the model's class and config (what :func:`save_torch` writes beside the weights).
