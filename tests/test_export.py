@@ -404,6 +404,139 @@ def test_to_onnx_refuses_before_writing(tmp_path, ort):
     assert not list(tmp_path.iterdir())
 
 
+# ------------------------------------------------------------- inputs, dtypes, the samplers
+
+BAD_INPUTS = [  # (what is wrong, X_noisy, time, label for the conditional model)
+    ("time below 0", np.zeros((2, 28, 28, 1), np.float32), np.array([-1, -1]), None),
+    ("fractional time", np.zeros((2, 28, 28, 1), np.float32),
+     np.array([1.5, 1.9], np.float32), None),  # (tinyddpm casts float64 inputs to float32)
+    ("time above T", np.zeros((2, 28, 28, 1), np.float32), np.array([4001, 1]), None),
+    ("label above num_classes", np.zeros((2, 28, 28, 1), np.float32), np.array([1, 2]),
+     np.array([11, 1])),
+    ("negative label", np.zeros((2, 28, 28, 1), np.float32), np.array([1, 2]),
+     np.array([0, -1])),
+    ("time of another length", np.zeros((2, 28, 28, 1), np.float32), np.array([1, 2, 3]), None),
+    ("images of another size", np.zeros((2, 32, 32, 1), np.float32), np.array([1, 2]), None),
+    ("integer images", np.zeros((2, 28, 28, 1), np.int64), np.array([1, 2]), None),
+]
+
+
+@pytest.mark.parametrize("what,X,time,label", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_onnx_and_torch_check_their_inputs_as_tinyddpm_does(what, X, time, label, onnx_files,
+                                                           torch, capfd):
+    """The same ValueError, word for word, from the tinyddpm model, its ONNX file (before
+    onnxruntime runs: nothing on stderr) and its torch twin."""
+    from tinyddpm.export import OnnxModel, to_torch
+
+    kind = "book" if label is None else "conditional"
+    model, path = onnx_files[kind]
+    inputs = {"X_noisy": X, "time": time, **({"label": label} if label is not None else {})}
+    with pytest.raises(ValueError) as expected:
+        model(inputs)
+    with pytest.raises(ValueError) as onnx_error:
+        OnnxModel(path)(inputs)
+    with pytest.raises(ValueError) as torch_error:
+        to_torch(model)(*(torch.from_numpy(v) for v in inputs.values()))
+    assert str(onnx_error.value) == str(expected.value) == str(torch_error.value)
+    assert capfd.readouterr().err == ""  # no onnxruntime error line
+
+
+def test_the_torch_twin_refuses_what_is_not_a_tensor(torch):
+    from tinyddpm.export import to_torch
+
+    net = to_torch(build("book"))
+    with pytest.raises(TypeError, match=r"'time' must be a torch tensor, received ndarray"):
+        net(torch.zeros(2, 28, 28, 1), np.array([1, 2]))
+
+
+def test_a_float64_model_stays_float64_there_and_back(tmp_path, torch):
+    from tinyddpm.export import from_torch, save_torch, to_torch
+
+    model = randomized(td.build_diffusion_model(seed=1)).astype(np.float64)
+    net = to_torch(model)
+    assert {p.dtype for p in net.parameters()} == {torch.float64}
+    assert net.time_encoding.table.dtype == torch.float64
+    inputs, _ = inputs_for("book", 3)
+    inputs["X_noisy"] = inputs["X_noisy"].astype(np.float64)
+    with torch.no_grad():
+        out = net(torch.from_numpy(inputs["X_noisy"]), torch.from_numpy(inputs["time"]))
+    assert out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), model(inputs).data, rtol=1e-10, atol=1e-10)
+    for back in (from_torch(net), from_torch(save_torch(net, tmp_path / "m64.pt"))):
+        state = back.state_dict()
+        for key, value in model.state_dict().items():
+            assert state[key].dtype == np.float64, key
+            np.testing.assert_array_equal(state[key], value, err_msg=key)
+        np.testing.assert_array_equal(back(inputs).data, model(inputs).data)
+    with pytest.raises(ValueError, match=r"holds float64 weights, and the model given is "
+                       r"float32: pass model.astype\(np.float64\)"):
+        from_torch(net, model=td.build_diffusion_model())
+    with pytest.raises(ValueError, match=r"holds float16 weights; tinyddpm computes in float32 "
+                       r"or float64"):
+        from_torch(to_torch(build("book")).half())
+
+
+@pytest.mark.parametrize("kind", ["book", "conditional"])
+def test_the_samplers_take_the_torch_twin(kind, torch):
+    """td.sample(to_torch(model)): torch computes, with the schedule of the twin's config, in
+    inference mode; a twin in training mode stays so, its BatchNorm statistics unchanged."""
+    from tinyddpm.export import _torch, to_torch
+
+    model = build(kind)
+    net = to_torch(model).train()
+    before = _torch.tiny_state(net, model)
+    guide = {"label": 7, "guidance": 3} if kind == "conditional" else {}
+    got = td.sample(net, 3, "ddim", steps=5, spacing="leading", seed=2, **guide)
+    np.testing.assert_allclose(got, td.sample(model, 3, "ddim", steps=5, spacing="leading",
+                                              seed=2, **guide), atol=1e-4)
+    assert net.training
+    after = _torch.tiny_state(net, model)
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
+    assert td.sample(net, 2, "ddim", steps=5, seed=2, **guide).shape == (2, 28, 28, 1)
+    with pytest.raises(ValueError, match="this model was trained with T=4000"):
+        td.sample(net, 2, T=1000)
+
+
+def test_the_samplers_refuse_a_latent_twin_with_the_way_to_sample_it(torch):
+    from tinyddpm.export import to_torch
+
+    with pytest.raises(TypeError, match=r"td.sample\(tinyddpm.export.from_torch\(net\), 64\)"):
+        td.sample(to_torch(build("latent")), 2, steps=2)
+
+
+def test_save_torch_and_to_onnx_refuse_a_missing_folder(tmp_path, ort):
+    from tinyddpm.export import save_torch, to_onnx, to_torch
+
+    model = build("book")
+    with pytest.raises(ValueError, match="save_torch: path .*: the folder .* does not exist; "
+                       "create it first"):
+        save_torch(to_torch(model), tmp_path / "missing" / "m.pt")
+    with pytest.raises(ValueError, match="to_onnx: path .*: the folder .* does not exist; "
+                       "create it first"):
+        to_onnx(model, tmp_path / "missing" / "m.onnx")
+    assert not os.listdir(tmp_path)
+
+
+def test_from_torch_says_what_a_forged_header_or_nan_weights_mean(tmp_path, torch):
+    from tinyddpm.export import from_torch, save_torch, to_torch
+
+    net = to_torch(build("book"))
+    net.tinyddpm_header = {**net.tinyddpm_header, "model_class": "Autoencoder"}
+    save_torch(net, tmp_path / "forged.pt")
+    with pytest.raises(ValueError, match=r"says it holds a 'Autoencoder', but its config .* "
+                       r"does not describe one .*latent_channels.*; the file is damaged or was "
+                       r"edited"):
+        from_torch(tmp_path / "forged.pt")
+    net = to_torch(build("book"))
+    with torch.no_grad():
+        net.conv_out.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError) as error:
+        from_torch(net)
+    assert "conv_out.kernel holds NaN" in str(error.value)
+    assert "diverged" in str(error.value) and ".best.npz" not in str(error.value)
+
+
 # --------------------------------------------------------------------------- DDP, torchrun
 
 def test_two_processes_reach_the_weights_of_one_on_the_doubled_batch(tmp_path, torch):
@@ -437,17 +570,106 @@ def test_two_processes_reach_the_weights_of_one_on_the_doubled_batch(tmp_path, t
                         "2 processes against 1")
 
 
+def script_env(**extra):
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p), "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1", **extra}
+
+
 def test_the_ddp_script_checks_its_options_before_any_work(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for argv, words in ((["--epochs", "1", "--out", str(tmp_path / "x.npz")], "must end in .pt"),
                         (["--epochs", "0"], "--epochs: must be >= 1"),
-                        (["--epochs", "1", "--label-dropout", "0.2"], "add --conditional")):
+                        (["--epochs", "1", "--label-dropout", "0.2"], "add --conditional"),
+                        (["--epochs", "1", "--data-dir", str(tmp_path / "nowhere"),
+                          "--out", str(tmp_path / "d.pt")], "does not hold the Fashion-MNIST")):
         done = subprocess.run([sys.executable, str(EXAMPLE), *argv], env=env, timeout=60,
                               capture_output=True, text=True)
-        assert done.returncode == 2 and words in done.stderr, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode == 2 and words in last, done.stderr
+        assert last.startswith("examples/train_torch_ddp.py: error: ") and \
+            "Traceback" not in done.stderr, done.stderr
+    assert not os.listdir(tmp_path)
     done = subprocess.run([sys.executable, str(EXAMPLE), "--help"], env=env, timeout=60,
                           capture_output=True, text=True)
     assert "torchrun" in done.stdout and "(default: 32)" in done.stdout
+
+
+def test_the_ddp_script_without_torch_names_the_pip_install(tmp_path):
+    blocked = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", blocked, str(EXAMPLE), "--epochs", "1", "--out",
+                           str(tmp_path / "d.pt")], env=script_env(), timeout=60,
+                          capture_output=True, text=True)
+    last = done.stderr.splitlines()[-1]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "error: examples/train_torch_ddp.py needs torch" in last and "pip install torch" in last
+
+
+def test_the_ddp_script_starts_as_tinyddpms_train_does(tmp_path, torch):
+    """The same seed, the same first batch: the first step's loss (before any update) is the
+    one `python -m tinyddpm train` reports, to float32 rounding (another batch: 1e-3 off). And
+    the closing hint names the --out given."""
+    common = ["--epochs", "1", "--steps-per-epoch", "1", "--seed", "5"]
+    for conditional in ([], ["--conditional"]):
+        out = tmp_path / f"mine{len(conditional)}.pt"
+        done = subprocess.run([sys.executable, str(EXAMPLE), *common, *conditional, "--out",
+                               str(out)], env=script_env(), capture_output=True, text=True,
+                              timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip().splitlines()[-1] == (
+            f"Back to tinyddpm: python -m tinyddpm export --checkpoint {out} --to tinyddpm "
+            f"--out {tmp_path / out.stem}.npz")
+        ckpt = tmp_path / f"train{len(conditional)}.npz"
+        done = subprocess.run([sys.executable, "-m", "tinyddpm", "train", *common, *conditional,
+                               "--quiet", "--checkpoint", str(ckpt)], env=script_env(),
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+        ours = torch.load(out, weights_only=True)["history"]["loss"]
+        theirs = td.checkpoint.read_checkpoint(ckpt)[0]["history"]["loss"]
+        assert ours == pytest.approx(theirs, rel=2e-6), conditional
+
+
+@pytest.mark.parametrize("when", ["after an epoch", "before any epoch"])
+def test_ctrl_c_in_the_ddp_script_says_what_was_saved(when, tmp_path, torch):
+    """SIGINT (Ctrl-C) as training runs: one message, no traceback, exit 130, and --out whole
+    (the last finished epoch) or absent, nothing half-written beside it."""
+    import signal
+    import time
+
+    out = tmp_path / "run.pt"
+    steps = "1" if when == "after an epoch" else "100000"
+    process = subprocess.Popen([sys.executable, str(EXAMPLE), "--epochs", "100000",
+                                "--steps-per-epoch", steps, "--seed", "1", "--out", str(out)],
+                               env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 120
+        if when == "after an epoch":
+            while not out.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        else:
+            assert process.stdout.readline().startswith("Training the book's U-Net")
+            time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Interrupted"), stderr
+    again = f"start again: python {EXAMPLE} --epochs 100000 --steps-per-epoch {steps}"
+    assert again.lower() in lines[0].lower()
+    if when == "after an epoch":
+        from tinyddpm.export import from_torch
+
+        epochs = from_torch(out).epoch
+        assert epochs >= 1 and f"{out} holds the model after {epochs} finished epoch(s)" in \
+            lines[0] and f"--out {tmp_path / 'run.npz'}" in lines[0]
+        assert os.listdir(tmp_path) == ["run.pt"]
+    else:
+        assert "nothing was saved" in lines[0] and not os.listdir(tmp_path)
 
 
 # ------------------------------------------------------------------------- the command line
@@ -555,3 +777,93 @@ def test_a_missing_optional_package_is_named_with_its_pip_install(to, missing, t
 
     with pytest.raises(MissingDependency, match=f"pip install .*{missing}"):
         to_torch(td.build_diffusion_model()) if missing == "torch" else OnnxModel("m.onnx")
+
+
+def _suggested(line, start="`python -m tinyddpm "):
+    """The first command a message suggests (between backquotes), as main()'s argv."""
+    import shlex
+
+    return shlex.split(line.split(start, 1)[1].split("`", 1)[0])
+
+
+def test_onnx_export_of_a_latent_model_suggests_what_works(tmp_path, capsys, monkeypatch, ort):
+    from tinyddpm.export import save_torch, to_torch
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--pretrained", "latent", "--to", "onnx", "--out", "l.onnx"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "covers the pixel diffusion U-Nets only" in line and "--to torch" in line
+    assert "--resume" not in line and "`python -m tinyddpm sample --pretrained latent`" in line
+    save_torch(to_torch(build("latent")), "latent.pt")
+    assert main(["export", "--checkpoint", "latent.pt", "--to", "onnx", "--out", "l.onnx"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--resume" not in line and "sample --checkpoint latent.pt" not in line
+    assert main(_suggested(line)) == 0  # export --to tinyddpm --out latent.npz
+    assert main(["sample", "--checkpoint", "latent.npz", "--n", "2", "--steps", "2", "--out",
+                 "g.png"]) == 0
+    assert sorted(os.listdir()) == ["g.png", "latent.npz", "latent.pt"]
+
+
+def test_pytorch_and_onnx_files_are_named_where_a_checkpoint_is_read(tmp_path, capsys,
+                                                                     monkeypatch, onnx_files):
+    from tinyddpm.export import save_torch, to_torch
+
+    torch = pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)
+    save_torch(to_torch(build("book")), "book.pt")
+    assert main(["sample", "--checkpoint", "book.pt", "--out", "g.png"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "'book.pt' is a PyTorch file" in line and ".npz file" not in line
+    assert main(_suggested(line)) == 0 and os.path.exists("book.npz")
+    capsys.readouterr()
+    assert main(["train", "--epochs", "2", "--init-from", "book.pt"]) == 2
+    assert "'book.pt' is a PyTorch file" in _one_error_line(capsys.readouterr().err)
+    torch.save({"weights": torch.zeros(3)}, "plain.pt")
+    assert main(["sample", "--checkpoint", "plain.pt"]) == 2
+    assert "a PyTorch file, but not one of tinyddpm's" in _one_error_line(
+        capsys.readouterr().err)
+    onnx = str(onnx_files["book"][1])
+    for argv in (["sample", "--checkpoint", onnx], ["export", "--checkpoint", onnx, "--to",
+                                                     "torch", "--out", "b.pt"]):
+        assert main(argv) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert "is an ONNX model, not a tinyddpm checkpoint" in line and "OnnxModel(" in line
+    assert main(["export", "--checkpoint", onnx, "--to", "tinyddpm", "--out", "b.npz"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "it is an ONNX model, which does not convert back" in line
+    assert "already what `sample` takes" not in line
+    for path in ("book.pt", onnx):
+        assert main(["evaluate", path]) == 2
+        assert "is a model, not images" in _one_error_line(capsys.readouterr().err)
+    assert sorted(os.listdir()) == ["book.npz", "book.pt", "plain.pt"]
+
+
+def test_autoencoders_export_both_ways_and_the_next_step_is_true(tmp_path, capsys, torch):
+    from tinyddpm.export import from_torch
+
+    ae = build("autoencoder")
+    ae_path = tmp_path / "run.autoencoder.npz"
+    td.save_checkpoint(ae_path, ae)
+    assert main(["export", "--checkpoint", str(ae_path), "--to", "torch", "--out",
+                 str(tmp_path / "ae.pt")]) == 0
+    assert "the autoencoder (weights, epoch 0)" in capsys.readouterr().out
+    back = from_torch(tmp_path / "ae.pt")
+    for key, value in ae.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[key], value, err_msg=key)
+    assert main(["export", "--checkpoint", str(tmp_path / "ae.pt"), "--to", "tinyddpm", "--out",
+                 str(tmp_path / "ae_back.npz")]) == 0
+    next_step = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "Sample it" not in next_step and "holds the autoencoder" in next_step
+    again = td.load_checkpoint(tmp_path / "ae_back.npz", build_autoencoder())
+    assert again["model_class"] == "Autoencoder"
+    # each kind's next step runs: a conditional U-Net back from torch samples with --class all
+    td.save_checkpoint(tmp_path / "c.npz", build("conditional"))
+    assert main(["export", "--checkpoint", str(tmp_path / "c.npz"), "--to", "torch", "--out",
+                 str(tmp_path / "c.pt")]) == 0
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(tmp_path / "c.pt"), "--to", "tinyddpm", "--out",
+                 str(tmp_path / "c_back.npz")]) == 0
+    next_step = capsys.readouterr().out.strip().splitlines()[-1]
+    argv = next_step.split("Sample it: python -m tinyddpm ", 1)[1].split()
+    assert argv[-2:] == ["--class", "all"]
+    assert main([*argv, "--n", "10", "--steps", "2", "--out", str(tmp_path / "g.png")]) == 0

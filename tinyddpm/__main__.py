@@ -534,9 +534,9 @@ def _export(args):
     """``export``: a tinyddpm checkpoint to a PyTorch file or an ONNX model, or a PyTorch file
     (to ONNX or) back to a tinyddpm checkpoint; every check before any work."""
     from tinyddpm._files import check_output
-    from tinyddpm.checkpoint import checkpoint_kind, describe_kind, read_checkpoint
+    from tinyddpm.checkpoint import checkpoint_kind, file_kind, read_checkpoint
     from tinyddpm.export import TORCH_SUFFIXES, MissingDependency, require
-    from tinyddpm.pretrained import PRETRAINED, model_from_checkpoint
+    from tinyddpm.pretrained import PRETRAINED
 
     if (args.checkpoint is None) == (args.pretrained is None):
         raise UsageError("export needs --checkpoint FILE (a model you trained, or a .pt file to "
@@ -546,9 +546,13 @@ def _export(args):
     ckpt, (suffixes, packages, kinds) = args.checkpoint, EXPORT_FORMATS[args.to]
     from_torch_file = os.path.splitext(ckpt)[1].lower() in TORCH_SUFFIXES
     if args.to == "tinyddpm" and not from_torch_file:
+        onnx = os.path.isfile(ckpt) and file_kind(ckpt) in ("onnx", "tinyddpm-onnx")
         raise UsageError(f"--to tinyddpm converts a PyTorch file (.pt: from `export --to torch` "
-                         f"or examples/train_torch_ddp.py) back; {ckpt!r} is not one (a tinyddpm "
-                         "checkpoint is already what `sample` takes)")
+                         f"or examples/train_torch_ddp.py) back; {ckpt!r} is not one" + (
+                             ": it is an ONNX model, which does not convert back (convert the "
+                             ".npz checkpoint or the .pt it was exported from)" if onnx else
+                             " (a tinyddpm checkpoint, .npz, is what `sample` takes as it is)"
+                             if ckpt.lower().endswith(".npz") else ""))
     if args.to == "torch" and from_torch_file:
         raise UsageError(f"{ckpt!r} is a PyTorch file already: --to tinyddpm converts it back, "
                          "--to onnx exports it")
@@ -567,14 +571,15 @@ def _export(args):
             raise CheckpointError(str(e)) from None
         header = {"model_class": type(model).__name__, "config": model.config,
                   "epoch": model.epoch, "history": model.run_history.history}
+        kind = checkpoint_kind(header)
+        if kind not in kinds:
+            raise UsageError(_export_refused(args, kind, header))
     else:
         header = read_checkpoint(ckpt)[0]
-        _expect(ckpt, header, kinds, f"export --to {args.to}")
-        model, header = model_from_checkpoint(ckpt)
-    kind = checkpoint_kind(header)
-    if kind not in kinds:
-        raise UsageError(f"`export --to {args.to}` cannot use {ckpt!r}: it "
-                         f"{describe_kind(ckpt, header)}")
+        kind = checkpoint_kind(header)
+        if kind not in kinds:
+            raise UsageError(_export_refused(args, kind, header))
+        model, header = _model_to_export(ckpt, kind)
     used_ema = _weights_for_use(args, model)
     model.eval()
     out = _write_export(args.to, model, args.out, header)
@@ -582,20 +587,43 @@ def _export(args):
     weights = "moving-average weights" if used_ema else "weights"
     print(f"{args.out} ({size / 2**20:.1f} MiB): {KINDS_WORDS.get(kind, kind)} ({weights}, epoch "
           f"{header.get('epoch', 0)}) from {ckpt}, in {time.perf_counter() - start:.1f} s")
-    print(EXPORT_NEXT[args.to].format(out=command(args.out), out_repr=repr(args.out)))
+    print(_export_next(args.to, kind, args.out, header))
     return 0
 
 
-KINDS_WORDS = {"book": "the book's U-Net", "conditional": "the class-conditional U-Net",
-               "latent": "the latent diffusion model", "autoencoder": "the autoencoder"}
-EXPORT_NEXT = {
-    "torch": "Back to tinyddpm: python -m tinyddpm export --checkpoint {out} --to tinyddpm --out "
-             "model.npz; in PyTorch: tinyddpm.export.from_torch / torch.load({out_repr}, "
-             "weights_only=True)",
-    "onnx": "Sample it with tinyddpm's samplers: td.sample(tinyddpm.export.OnnxModel({out_repr}),"
-            " 64)",
-    "tinyddpm": "Sample it: python -m tinyddpm sample --checkpoint {out}",
-}
+def _model_to_export(path, kind):
+    """(model, header) from a tinyddpm checkpoint of ``kind``, as ``sample`` reads it (an
+    autoencoder too, which ``sample`` does not take)."""
+    from tinyddpm.latent import autoencoder_from_checkpoint
+    from tinyddpm.pretrained import model_from_checkpoint
+
+    return (autoencoder_from_checkpoint if kind == "autoencoder" else model_from_checkpoint)(path)
+
+
+def _export_refused(args, kind, header):
+    """Why ``export --to <args.to>`` does not take a model of ``kind``, and what does work."""
+    from tinyddpm.checkpoint import describe_kind
+
+    ckpt = args.checkpoint
+    if kind == "other" or args.to != "onnx":
+        return f"`export --to {args.to}` cannot use {ckpt!r}: it {describe_kind(ckpt, header)}"
+    words = (f"`export --to onnx` covers the pixel diffusion U-Nets only (the book's and the "
+             f"class-conditional one); {ckpt!r} holds {KINDS_WORDS[kind]}")
+    if kind == "latent":
+        words += (", which would be two graphs (its U-Net over latents and the decoder): export "
+                  "it to PyTorch with --to torch (both in one module)")
+        if args.pretrained:
+            how = command("python", "-m", "tinyddpm", "sample", "--pretrained", args.pretrained)
+        elif ckpt.lower().endswith(".npz"):
+            how = command("python", "-m", "tinyddpm", "sample", "--checkpoint", ckpt)
+        else:
+            how = None
+        return words + (f"; tinyddpm samples it: `{how}`" if how else
+                        "; to sample it in tinyddpm, convert it back with `" + command(
+                            "python", "-m", "tinyddpm", "export", "--checkpoint", ckpt, "--to",
+                            "tinyddpm", "--out", os.path.splitext(os.path.basename(ckpt))[0] +
+                            ".npz") + "` and sample the .npz")
+    return words + ", which is not a diffusion model: export it to PyTorch with --to torch"
 
 
 def _write_export(to, model, out, header):
@@ -609,6 +637,30 @@ def _write_export(to, model, out, header):
         return export.to_onnx(model, out)
     model.ema = model.optimizer = None  # a torch file holds weights only
     return td.save_checkpoint(out, model)
+
+
+KINDS_WORDS = {"book": "the book's U-Net", "conditional": "the class-conditional U-Net",
+               "latent": "the latent diffusion model", "autoencoder": "the autoencoder"}
+
+
+def _export_next(to, kind, out, header):
+    """The line after an export: what to do with the file written, true for its ``kind``."""
+    from tinyddpm.checkpoint import KINDS, describe_kind
+
+    if to == "torch":
+        back = os.path.splitext(os.path.basename(out))[0] + ".npz"
+        return ("Back to tinyddpm: " + command("python", "-m", "tinyddpm", "export",
+                                               "--checkpoint", out, "--to", "tinyddpm", "--out",
+                                               back) +
+                f"; in PyTorch: tinyddpm.export.from_torch / torch.load({out!r}, "
+                "weights_only=True)")
+    if to == "onnx":
+        label = ", label=7" if kind == "conditional" else ""
+        return (f"Sample it with tinyddpm's samplers: td.sample(tinyddpm.export.OnnxModel("
+                f"{out!r}), 64{label})")
+    if kind in KINDS:
+        return "Sample it: " + KINDS[kind][2].format(path=command(out))
+    return f"{out} {describe_kind(out, header)}"
 
 
 def _weights_for_use(args, model):

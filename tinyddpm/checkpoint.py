@@ -79,6 +79,9 @@ def read_checkpoint(path):
         raise CheckpointError(f"checkpoint {path!r} is a folder; give the .npz file in it")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} is not a regular file (a pipe or a device?)")
+    other = other_model_file(path)
+    if other is not None:
+        raise CheckpointError(f"{path!r} is {other}")
     try:
         with open(path, "rb") as f:
             if f.read(2) != b"PK":  # every .npz is a zip archive
@@ -126,6 +129,61 @@ def read_checkpoint(path):
             raise CheckpointError(f"{path!r}: {name} must be {expected}, got {value!r}; the "
                                   "file is damaged or was edited")
     return header, weights, opt, ema
+
+
+def file_kind(path):
+    """What a model file that is not a tinyddpm checkpoint holds, read from its bytes alone
+    (nothing imported, nothing unpickled): "tinyddpm-torch" (a zip in torch.save's layout whose
+    pickle names tinyddpm's format: ``save_torch``, ``export --to torch``,
+    ``examples/train_torch_ddp.py``), "torch" (another torch.save file), "tinyddpm-onnx" (an
+    ONNX model with tinyddpm's metadata: ``to_onnx``), "onnx" (another ONNX model, by its
+    first bytes and its .onnx suffix), or None (anything else, a checkpoint included)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            if head == b"PK":
+                with zipfile.ZipFile(f) as archive:
+                    pickles = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl"]
+                    if not pickles or any(n.startswith("header") for n in archive.namelist()):
+                        return None
+                    with archive.open(pickles[0]) as pickled:  # read as bytes, never unpickled
+                        return "tinyddpm-torch" if b"tinyddpm-torch" in pickled.read(2**20) \
+                            else "torch"
+            # an ONNX ModelProto opens with its ir_version: field 1, a small varint
+            if len(head) == 2 and head[0] == 0x08 and 1 <= head[1] <= 100:
+                f.seek(max(0, os.path.getsize(path) - 2**16))  # the metadata comes last
+                if b"tinyddpm-onnx" in f.read():
+                    return "tinyddpm-onnx"
+                return "onnx" if path.lower().endswith(".onnx") else None
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return None
+    return None
+
+
+def other_model_file(path):
+    """None for a file that is not a PyTorch or ONNX model (see :func:`file_kind`); else what it
+    is and which tool reads it, as the end of a sentence "'path' is ..."."""
+    from ._cli import command
+
+    kind = file_kind(path)
+    if kind in ("tinyddpm-torch", "torch"):
+        out = os.path.splitext(os.path.basename(path))[0] + ".npz"
+        if kind == "tinyddpm-torch":
+            return ("a PyTorch file (from `export --to torch` or examples/train_torch_ddp.py), "
+                    "not a tinyddpm checkpoint: convert it first with `" + command(
+                        "python", "-m", "tinyddpm", "export", "--checkpoint", path, "--to",
+                        "tinyddpm", "--out", out) + "`, and give the .npz")
+        return ("a PyTorch file, but not one of tinyddpm's (no tinyddpm header): a state_dict of "
+                "a tinyddpm model's twin loads in Python, tinyddpm.export.from_torch(torch.load("
+                f"{path!r}, weights_only=True), model=<a built tinyddpm model>)")
+    if kind in ("tinyddpm-onnx", "onnx"):
+        how = (f"run it in Python, td.sample(tinyddpm.export.OnnxModel({path!r}), 64)"
+               if kind == "tinyddpm-onnx" else "wrap its session as a function, "
+               "td.sample(lambda inputs: ..., T=..., schedule=...)")
+        return ("an ONNX model, not a tinyddpm checkpoint: the command line reads the .npz "
+                f"checkpoint it was exported from (or the .pt, through `export --to tinyddpm`); "
+                f"to sample the ONNX file, {how}")
+    return None
 
 
 def _whole_array(value):
@@ -224,15 +282,17 @@ def _check_config(path, where, config):
         raise CheckpointError(f"{path!r}: the config's schedule is not valid: {e}") from None
 
 
-def _check_array(path, name, value, floats):
+def _check_array(path, name, value, floats, advice="load an earlier checkpoint (e.g. the "
+                 ".best.npz beside it)"):
+    """A stored array is numeric (a float type where ``floats``) and finite; ``advice``: what to
+    do about NaN or infinite values."""
     if value.dtype.kind not in ("f" if floats else "fiub"):
         raise CheckpointError(f"{path!r}: {name} has dtype {value.dtype}, not "
                               f"{'a float' if floats else 'a number'} type; the file is damaged "
                               "or was not written by tinyddpm")
     if value.dtype.kind == "f" and not np.isfinite(value).all():
         raise CheckpointError(f"{path!r}: {name} holds NaN or infinite values, so the model "
-                              "cannot be used; load an earlier checkpoint (e.g. the .best.npz "
-                              "beside it)")
+                              f"cannot be used; {advice}")
 
 
 def _normalized(config):

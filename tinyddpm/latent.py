@@ -225,6 +225,33 @@ def model_from_checkpoint(path):
     return model, header
 
 
+def autoencoder_from_checkpoint(path):
+    """Build the :class:`Autoencoder` a checkpoint holds (phase 1 of ``train-latent``,
+    ``<checkpoint>.autoencoder.npz``; or one saved from Python) and load its weights, in
+    inference mode. Returns ``(autoencoder, header)``; the architecture comes from the header.
+
+    Raises
+    ------
+    CheckpointError
+        The file is not a readable checkpoint, holds another model, or its config does not
+        describe an autoencoder.
+    """
+    from .checkpoint import (CheckpointError, checkpoint_kind, describe_kind, load_checkpoint,
+                             read_checkpoint)
+
+    header = read_checkpoint(path)[0]
+    if checkpoint_kind(header) != "autoencoder":
+        raise CheckpointError(f"{str(path)!r} is not an autoencoder: it "
+                              f"{describe_kind(path, header)}")
+    config = header.get("config") or {}
+    try:
+        ae = build_autoencoder(config["widths"], config["latent_channels"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{str(path)!r}: the autoencoder's config is not valid "
+                              f"({type(e).__name__}: {e})") from None
+    return ae.eval(), load_checkpoint(path, ae)
+
+
 def training_latents(model, n=12_800, data_dir=None):
     """The normalised latents of the first ``n`` training images (for BatchNorm re-estimation)."""
     from .data import load_fashion_mnist, split_train_valid

@@ -306,6 +306,13 @@ def load_images_file(path):
                          "`python -m tinyddpm sample --npy FILE`)")
     if not path.is_file():
         raise ValueError(f"{path} is not a regular file (a pipe or a device?)")
+    from .checkpoint import other_model_file
+
+    other = other_model_file(str(path))
+    if other is not None:
+        raise ValueError(f"{path} is a model, not images: evaluate measures images that a model "
+                         "generated (`python -m tinyddpm sample --checkpoint CKPT --n 1000 "
+                         f"--npy samples.npy`); this file is {other}")
     with open(path, "rb") as f:
         magic = f.read(6)
     if magic != b"\x93NUMPY" and magic[:2] != b"PK":

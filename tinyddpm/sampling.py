@@ -88,6 +88,19 @@ def _check_model(model):
                         f"{type(model).__name__}")
 
 
+def _as_model(model):
+    """A torch twin of a tinyddpm model (from ``tinyddpm.export.to_torch``: it carries
+    ``tinyddpm_header``; or its DistributedDataParallel wrapper) as
+    :class:`tinyddpm.export.TorchModel`, so the samplers call it with tensors, in inference
+    mode, with the schedule its header records; anything else as it is."""
+    if hasattr(model, "tinyddpm_header") or hasattr(getattr(model, "module", None),
+                                                    "tinyddpm_header"):
+        from .export import TorchModel
+
+        return TorchModel(model)
+    return model
+
+
 def _labels(model, label, batch_size):
     """``label`` (None, one class for all, or (batch_size,) classes; a class by number or by
     name, "sneaker") as an int64 array or None."""
@@ -517,7 +530,10 @@ def sample(model, n=64, sampler=DEFAULT_SAMPLER, steps=None, spacing=None, eta=0
 
     ``model``: a tinyddpm model, or any callable that maps ``{"X_noisy": x_t (n, 28, 28, 1)
     float32, "time": (n,) int64}`` to the predicted noise (a float array of x_t's shape), such
-    as :class:`tinyddpm.export.OnnxModel` or a wrapped onnxruntime session. A model carries its
+    as :class:`tinyddpm.export.OnnxModel` or a wrapped onnxruntime session, or the torch twin of
+    a diffusion U-Net (``tinyddpm.export.to_torch(model)``, run through
+    :class:`tinyddpm.export.TorchModel`: torch computes, with the schedule of its config; a
+    latent model's twin is refused, sample ``from_torch(net)``). A model carries its
     schedule (``model.config``); a bare callable has none, so give ``T`` and ``schedule``
     ("cosine", the default, or "linear"; see :func:`~tinyddpm.schedule.schedule_spec`) as it
     was trained (default: T = 4000, cosine). Given for a model with a config, they must be its
@@ -535,6 +551,7 @@ def sample(model, n=64, sampler=DEFAULT_SAMPLER, steps=None, spacing=None, eta=0
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     chosen = SAMPLERS[sampler]
     _check_model(model)
+    model = _as_model(model)
     _whole_number("n", n, 1, MAX_IMAGES)
     if seed is not None and not isinstance(seed, np.random.Generator):
         _whole_number("seed", seed, 0)

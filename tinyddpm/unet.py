@@ -153,8 +153,9 @@ def _pad_and_crop(hw, depth):
 
 
 def _unpack(inputs, image_shape, T, num_classes=None):
-    """The model's inputs, checked: X_noisy (N, *image_shape) floats, time (N,) whole numbers
-    in 0..T, label (N,) in 0..num_classes (num_classes = "no class")."""
+    """The model's inputs, checked (:func:`check_inputs`): X_noisy (N, *image_shape) floats,
+    time (N,) whole numbers in 0..T, label (N,) in 0..num_classes (num_classes = "no class").
+    Returns (X_noisy, time, label) (label None for a model without classes)."""
     keys = {"X_noisy", "time"} | ({"label"} if num_classes is not None else set())
     shape = ", ".join(map(str, image_shape))
     if not isinstance(inputs, dict) or set(inputs) != keys:
@@ -163,28 +164,62 @@ def _unpack(inputs, image_shape, T, num_classes=None):
                  if num_classes is not None else "")
         raise ValueError(f"the diffusion model takes {{'X_noisy': (N, {shape}) float32, "
                          f"'time': (N,) int{label}}}, received {got}")
+    from .tensor import Tensor
+
     x = inputs["X_noisy"]
-    x_shape = np.shape(x.data if hasattr(x, "data") else x)
+    x_array = x.data if isinstance(x, Tensor) else x
+    indices = {}
+    for name in keys - {"X_noisy"}:
+        value = inputs[name]
+        value = np.asarray(value.data if isinstance(value, Tensor) else value)
+        indices[name] = (value, value.shape, value.dtype.name,
+                         np.issubdtype(value.dtype, np.integer),
+                         lambda value=value: (value.min(), value.max()))
+    x_dtype = getattr(x_array, "dtype", None)
+    check_inputs(np.shape(x_array), None if x_dtype is None else np.dtype(x_dtype).name,
+                 x_dtype is None or np.dtype(x_dtype).kind == "f",
+                 {k: v[1:] for k, v in indices.items()}, image_shape, T, num_classes)
+    return x, indices["time"][0], indices["label"][0] if "label" in indices else None
+
+
+def check_inputs(x_shape, x_dtype, x_floats, indices, image_shape, T, num_classes=None):
+    """The checks (and messages) of a diffusion U-Net's inputs, for every form they come in:
+    tinyddpm's arrays, :class:`tinyddpm.export.OnnxModel`'s, the torch twin's tensors.
+
+    ``x_shape``: X_noisy's shape, which must be (N, *image_shape); ``x_dtype``, ``x_floats``:
+    its dtype's name and whether it is a float type (an int or bool image is refused);
+    ``indices``: {"time": ..., "label": ...} each as (shape, dtype name, whether whole numbers,
+    ``bounds()`` -> (min, max), called only when the rest holds). Time steps must lie in
+    0..T, labels in 0..num_classes (num_classes: "no class").
+
+    Raises
+    ------
+    ValueError
+        The first input that is wrong, named, with what it must be.
+    """
+    shape = ", ".join(map(str, image_shape))
     if len(x_shape) != 4 or tuple(x_shape[1:]) != tuple(image_shape):
         raise ValueError(f"the diffusion model: 'X_noisy' must have shape (N, {shape}), "
                          f"received {tuple(x_shape)}")
+    if not x_floats:
+        raise ValueError(f"the diffusion model: 'X_noisy' must hold floats (float32), received "
+                         f"dtype {x_dtype}: convert with .astype(np.float32)")
     n = x_shape[0]
-    checked = {}
     for name, high in (("time", T), ("label", num_classes)):
-        if name not in keys:
+        if name not in indices:
             continue
-        value = np.asarray(inputs[name].data if hasattr(inputs[name], "data") else inputs[name])
-        if value.shape != (n,):
+        value_shape, dtype, whole, bounds = indices[name]
+        if tuple(value_shape) != (n,):
             raise ValueError(f"the diffusion model: {name!r} must have shape ({n},) to match "
-                             f"X_noisy, received {value.shape}")
-        if not np.issubdtype(value.dtype, np.integer):
+                             f"X_noisy, received {tuple(value_shape)}")
+        if not whole:
             raise ValueError(f"the diffusion model: {name!r} must hold whole numbers, received "
-                             f"dtype {value.dtype}")
-        if n and (value.min() < 0 or value.max() > high):
-            raise ValueError(f"the diffusion model: {name!r} must lie in 0..{high}, received "
-                             f"values in {value.min()}..{value.max()}")
-        checked[name] = value
-    return x, checked["time"], checked.get("label")
+                             f"dtype {dtype}")
+        if n:
+            low, top = bounds()
+            if low < 0 or top > high:
+                raise ValueError(f"the diffusion model: {name!r} must lie in 0..{high}, "
+                                 f"received values in {low}..{top}")
 
 
 def build_diffusion_model(T=4000, embed_size=64, seed=None, num_classes=None, schedule=None):

@@ -8,6 +8,7 @@
     save_torch(net, "ckpt.pt")       # weights + config, read by torch.load(weights_only=True)
     to_onnx(model, "model.onnx")     # ONNX (opset 17, dynamic batch), checked with onnxruntime
     images = td.sample(OnnxModel("model.onnx"), 64)   # tinyddpm's samplers, onnxruntime's model
+    images = td.sample(net, 64)      # and torch's (through TorchModel)
 
 The models: the book's U-Net (``build_diffusion_model()``), the class-conditional one
 (``num_classes=10``) and the latent model and its autoencoder (:mod:`tinyddpm.latent`). Their
@@ -28,8 +29,8 @@ import os
 
 import numpy as np
 
-__all__ = ["to_torch", "from_torch", "save_torch", "to_onnx", "OnnxModel", "MissingDependency",
-           "TORCH_SUFFIXES", "OPSET"]
+__all__ = ["to_torch", "from_torch", "save_torch", "to_onnx", "OnnxModel", "TorchModel",
+           "MissingDependency", "TORCH_SUFFIXES", "OPSET"]
 
 TORCH_FORMAT = "tinyddpm-torch"
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -74,7 +75,8 @@ def to_torch(model, sync_batchnorm=False):
     The book's U-Net and the conditional one: ``net(X_noisy, time)`` / ``net(X_noisy, time,
     label)`` with X_noisy (N, 28, 28, 1) float32 (NHWC, as tinyddpm: no transposing), time (N,)
     int64 in 0..T, label (N,) int64 (num_classes = "no class") -> the predicted noise
-    (N, 28, 28, 1). The autoencoder: ``net(x)`` reconstructs, ``net.encoder(x)`` and
+    (N, 28, 28, 1), the inputs checked first as tinyddpm's model checks them (ValueError; see
+    ``_torch.UNet``). The autoencoder: ``net(x)`` reconstructs, ``net.encoder(x)`` and
     ``net.decoder(z)`` (NHWC) are its halves; the latent model: ``net(X_noisy, time)`` on
     latents. Sub-modules keep tinyddpm's names (``net.down0.sep1``). ``net.tinyddpm_header``
     holds the model's class and config (what :func:`save_torch` writes beside the weights).
@@ -129,9 +131,14 @@ def from_torch(source, model=None):
     bare ``state_dict()`` of such a module (``module.`` prefixes of a DDP wrapper are dropped),
     which says nothing of the architecture: give ``model`` then, a built tinyddpm model to load
     it into. ``model`` is filled in place and returned; without it one is built from the
-    config that ``source`` carries. The epoch count and loss history a file records are kept
-    (``model.epoch``, ``model.run_history``), so a ``save_checkpoint`` of the result reads as a
-    checkpoint of that run.
+    config that ``source`` carries, in the dtype of its weights (float32, or float64: a
+    ``to_torch(model.astype(np.float64))`` comes back float64). The epoch count and loss history
+    a file records are kept (``model.epoch``, ``model.run_history``), so a ``save_checkpoint``
+    of the result reads as a checkpoint of that run.
+
+    What cannot be checked: the schedule (and, for a .pt file, T: the time table is not saved)
+    comes from the file's header, since the weights do not reveal it; a file edited by hand can
+    lie about it (a checkpoint's header is taken on trust the same way).
 
     Raises
     ------
@@ -139,8 +146,9 @@ def from_torch(source, model=None):
         PyTorch is not installed.
     ValueError
         The source is not a tinyddpm torch file or module, or does not fit ``model`` (missing
-        or unexpected weights, other shapes, another config), or holds NaN or non-float weights;
-        the message names the file or the weight. (A missing file: FileNotFoundError.)
+        or unexpected weights, other shapes, another config, another dtype), or holds NaN,
+        non-float, mixed or half-precision weights; the message names the file or the weight.
+        (A missing file: FileNotFoundError.)
     """
     torch = require("torch", what="from_torch")
     from ..checkpoint import _check_array
@@ -169,22 +177,28 @@ def from_torch(source, model=None):
                         f"file written by save_torch, got {type(source).__name__}")
     if header is not None:
         _check(header, name)
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{what}: {key!r} is a {type(value).__name__}, not a tensor")
+    dtype = _weights_dtype(state, what)
     if model is None:
         if header is None:
             raise ValueError(f"{what}: a bare state_dict does not say which model it holds: "
                              "pass model=<a built tinyddpm model of that architecture>, e.g. "
                              "from_torch(state, model=td.build_diffusion_model())")
         model = _build(header, name)
+        if dtype is not None and dtype != np.float32:
+            model.astype(dtype)
     else:
         _check_built(model, "from_torch")
         if header is not None and _header(model)["config"] != header.get("config"):
             raise ValueError(f"{what} holds a {header.get('model_class')} with config "
                              f"{header.get('config')}, which does not match the model given "
                              f"({_header(model)['config']})")
+        if dtype is not None and np.dtype(model.dtype) != dtype:
+            raise ValueError(f"{what} holds {dtype.name} weights, and the model given is "
+                             f"{np.dtype(model.dtype).name}: pass model.astype(np.{dtype.name})")
     net = _torch.twin(model)
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{what}: {key!r} is a {type(value).__name__}, not a tensor")
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -193,7 +207,9 @@ def from_torch(source, model=None):
                          f"({type(model).__name__}): {words}") from None
     weights = _torch.tiny_state(net, model)
     for key, value in weights.items():
-        _check_array(name, f"weights/{key}", value, floats=True)
+        _check_array(name, f"weights/{key}", value, floats=True,
+                     advice="the run that made them diverged, or the file is damaged: convert an "
+                     "earlier file")
     model.load_state_dict(weights)
     if header is not None and "epoch" in header and hasattr(model, "epoch"):
         from ..model import History
@@ -201,6 +217,25 @@ def from_torch(source, model=None):
         model.epoch = header["epoch"]
         model.run_history = History(header.get("history"))
     return model.eval()
+
+
+def _weights_dtype(state, what):
+    """The one float dtype of a state_dict's floating tensors (float32 or float64, as numpy's
+    dtype), or None where it holds none; ValueError for a mixture or another precision."""
+    torch = require("torch", what="from_torch")
+
+    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    if len(dtypes) > 1:
+        raise ValueError(f"{what} mixes weights of dtypes {sorted(map(str, dtypes))}; tinyddpm "
+                         "computes in one: convert the module with .float() (or .double()) first")
+    if not dtypes:
+        return None
+    (dtype,) = dtypes
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{what} holds {str(dtype).replace('torch.', '')} weights; tinyddpm "
+                         "computes in float32 or float64: convert the module with .float() (or "
+                         ".double()) first")
+    return np.dtype("float32" if dtype == torch.float32 else "float64")
 
 
 def _check(header, name):
@@ -219,11 +254,17 @@ def _build(header, name):
     from ..checkpoint import checkpoint_kind
 
     kind, config = checkpoint_kind(header), header.get("config") or {}
+    if kind not in BUILDERS:
+        raise ValueError(f"{name!r} holds a {header.get('model_class')!r}, which from_torch does "
+                         "not build (it builds the book's U-Net, the conditional one, the "
+                         "autoencoder and the latent model): pass model=<a built tinyddpm "
+                         "model of that architecture>")
     try:
         return BUILDERS[kind](config)
-    except KeyError:
-        raise ValueError(f"{name!r} holds a {header.get('model_class')!r}, which from_torch cannot "
-                         f"build ({', '.join(BUILDERS)} it can): pass model=") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{name!r} says it holds a {header.get('model_class')!r}, but its config "
+                         f"{config} does not describe one ({type(e).__name__}: {e}); the file "
+                         "is damaged or was edited") from None
 
 
 def _build_unet(config):
@@ -267,13 +308,17 @@ def save_torch(net, path, **extra):
     Raises
     ------
     ValueError
-        ``path`` does not end in .pt or .pth, or ``net`` is not a twin.
+        ``path`` does not end in .pt or .pth, is a folder, or lies in a folder that does not
+        exist or cannot be written (checked as the command line checks ``--out``, before
+        writing; no folder is created).
+    TypeError
+        ``net`` is not a twin.
     tinyddpm._files.WriteError
         The file could not be written; a previous file at ``path`` is unchanged.
     """
     torch = require("torch", what="save_torch")
     from .. import __version__
-    from .._files import atomic_write
+    from .._files import atomic_write, check_output
     from . import _torch
 
     net = getattr(net, "module", net)
@@ -284,9 +329,7 @@ def save_torch(net, path, **extra):
     if not isinstance(net, _torch.Twin) or not hasattr(net, "tinyddpm_header"):
         raise TypeError(f"save_torch: expected a module made by to_torch, got "
                         f"{type(net).__name__}")
-    if os.path.splitext(os.fspath(path))[1].lower() not in TORCH_SUFFIXES:
-        raise ValueError(f"save_torch: {os.fspath(path)!r}: the file name must end in .pt or "
-                         ".pth")
+    check_output(path, "save_torch: path", TORCH_SUFFIXES, example="model")
     payload = {"format": TORCH_FORMAT, "format_version": 1, "library_version": __version__,
                **net.tinyddpm_header, **extra,
                "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}}
@@ -312,6 +355,76 @@ def _read_torch_file(path):
     return data
 
 
+class TorchModel:
+    """The torch twin of a diffusion U-Net (the book's or the conditional one, from
+    :func:`to_torch` or :func:`from_torch`'s files; or its ``DistributedDataParallel``
+    wrapper) as a model tinyddpm's samplers take: torch computes, tinyddpm's samplers drive it.
+    ``td.sample(net, 64)`` wraps a twin this way by itself.
+
+    ``model(inputs)`` maps ``{"X_noisy": (N, 28, 28, 1) floats, "time": (N,) ints}`` (and
+    ``"label"``; NumPy arrays) to the predicted noise, a NumPy array in the twin's dtype: the
+    inputs are checked as tinyddpm's model checks them (a ValueError naming the input), moved
+    to the twin's device and dtype, and run under ``torch.inference_mode`` in inference mode
+    (a twin in training mode is put back in it after the call, its BatchNorm statistics
+    untouched). ``config`` (T, the schedule), ``num_classes`` and ``image_shape`` are the
+    twin's (``net.tinyddpm_header``), so the samplers use the schedule it was trained with.
+
+    Raises
+    ------
+    MissingDependency
+        PyTorch is not installed.
+    TypeError
+        ``net`` is not the twin of a diffusion U-Net (a latent model's twin: sample
+        ``from_torch(net)`` in tinyddpm; a module of one's own: wrap it as a function, see
+        :func:`tinyddpm.sample`).
+    """
+
+    def __init__(self, net):
+        require("torch", what="TorchModel")
+        from . import _torch
+
+        module = getattr(net, "module", net)  # DDP's wrapper
+        if not isinstance(module, _torch.UNet) or not hasattr(module, "tinyddpm_header"):
+            hint = (": a latent model's twin denoises latents that its autoencoder then decodes; "
+                    "sample it in tinyddpm, td.sample(tinyddpm.export.from_torch(net), 64)"
+                    if isinstance(module, _torch.LatentTwin) else
+                    ": wrap a module of your own as a function, td.sample(lambda inputs: ..., "
+                    "T=..., schedule=...)")
+            raise TypeError(f"TorchModel (and td.sample) take the torch twin of a diffusion U-Net "
+                            f"(to_torch(td.build_diffusion_model())), got "
+                            f"{type(module).__name__}{hint}")
+        self.net = module
+        self.header = module.tinyddpm_header
+        self.config = self.header["config"]
+        self.num_classes, self.image_shape = module.num_classes, module.image_shape
+
+    def __call__(self, inputs):
+        import torch
+
+        from ..tensor import Tensor
+        from ..unet import _unpack
+
+        x, time, label = _unpack(inputs, self.image_shape, self.config["T"], self.num_classes)
+        weight = self.net.conv_in.weight
+        args = [torch.as_tensor(np.asarray(x.data if isinstance(x, Tensor) else x),
+                                dtype=weight.dtype,
+                                device=weight.device),
+                *(torch.as_tensor(v, dtype=torch.int64, device=weight.device)
+                  for v in (time, label) if v is not None)]
+        training = self.net.training
+        self.net.eval()
+        try:
+            with torch.inference_mode():
+                return self.net(*args).cpu().numpy()
+        finally:
+            self.net.train(training)
+
+    def __repr__(self):
+        return (f"TorchModel({self.header['model_class']}, T={self.config['T']}, "
+                f"{(self.config.get('schedule') or {'kind': 'cosine'})['kind']} schedule"
+                + (f", {self.num_classes} classes" if self.num_classes else "") + ")")
+
+
 # ------------------------------------------------------------------------------------ ONNX
 
 def to_onnx(model, path, check=True):
@@ -333,7 +446,9 @@ def to_onnx(model, path, check=True):
     MissingDependency
         PyTorch or onnx (or, with ``check``, onnxruntime) is not installed.
     ValueError
-        ``path`` does not end in .onnx; ``model`` is not a float32 diffusion U-Net (a latent
+        ``path`` does not end in .onnx, is a folder, or lies in a folder that does not exist or
+        cannot be written (checked before any work; no folder is created); ``model`` is not a
+        float32 diffusion U-Net (a latent
         model's U-Net and decoder would be two graphs: export ``to_torch`` instead); or
         onnxruntime's outputs differ from tinyddpm's (nothing is written).
     tinyddpm._files.WriteError
@@ -346,11 +461,10 @@ def to_onnx(model, path, check=True):
     import warnings
 
     from .. import __version__
-    from .._files import atomic_write
+    from .._files import atomic_write, check_output
     from ..unet import DiffusionUNet, dummy_inputs
 
-    if os.path.splitext(os.fspath(path))[1].lower() != ".onnx":
-        raise ValueError(f"to_onnx: {os.fspath(path)!r}: the file name must end in .onnx")
+    check_output(path, "to_onnx: path", (".onnx",), example="model")
     if not isinstance(model, DiffusionUNet):
         raise ValueError(f"to_onnx exports a diffusion U-Net (the book's, or the conditional "
                          f"one), got a {type(model).__name__}" + (
@@ -412,13 +526,18 @@ class OnnxModel:
     ``td.sample(OnnxModel("model.onnx"), 64)``, ``generate``, ``generate_ddim`` (with ``label``
     and ``guidance`` for a conditional model).
 
-    ``model(inputs)`` maps ``{"X_noisy": (N, 28, 28, 1) float32, "time": (N,) ints}`` (and
-    ``"label"``) to the predicted noise, a float32 array. ``config`` (T, the schedule, ...),
+    ``model(inputs)`` maps ``{"X_noisy": (N, 28, 28, 1) floats, "time": (N,) ints}`` (and
+    ``"label"``) to the predicted noise, a float32 array; the inputs are checked first as
+    tinyddpm's model checks them (time steps whole numbers in 0..T, labels in 0..num_classes,
+    X_noisy's shape and a float dtype: a ValueError naming the input, before onnxruntime runs).
+    ``config`` (T, the schedule, ...),
     ``num_classes`` and ``image_shape`` come from the file's metadata, verified on loading
     against the graph itself: its inputs and output (names, types, shapes) and its time
     encoding table (T + 1 rows of the sin/cos encoding, so a T in the metadata that is not the
-    graph's is caught). ``providers``: onnxruntime's execution providers (default: all that
-    are available, e.g. CUDA first where installed).
+    graph's is caught). The schedule cannot be checked that way (the graph does not hold it):
+    it is taken from the metadata, so a file edited by hand can lie about it. ``providers``:
+    onnxruntime's execution providers (default: all that are available, e.g. CUDA first where
+    installed).
 
     Raises
     ------
@@ -456,15 +575,14 @@ class OnnxModel:
                                             ort.get_available_providers())
 
     def __call__(self, inputs):
-        if not isinstance(inputs, dict) or set(inputs) != set(self.input_names):
-            got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
-            raise ValueError(f"{self.path!r} takes {{{', '.join(map(repr, self.input_names))}}}"
-                             f", got {got}")
         from ..tensor import Tensor
+        from ..unet import _unpack
 
-        feed = {name: np.asarray(inputs[name].data if isinstance(inputs[name], Tensor)
-                                 else inputs[name], np.float32 if name == "X_noisy" else np.int64)
-                for name in self.input_names}
+        x, time, label = _unpack(inputs, self.image_shape, self.config["T"], self.num_classes)
+        feed = {"X_noisy": np.asarray(x.data if isinstance(x, Tensor) else x, np.float32),
+                "time": time.astype(np.int64)}
+        if label is not None:
+            feed["label"] = label.astype(np.int64)
         return self.session.run(["noise"], feed)[0]
 
     def __repr__(self):

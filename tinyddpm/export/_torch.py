@@ -28,7 +28,7 @@ from torch import nn as tnn
 from .. import nn, ops
 from ..kernels.conv import conv_output_and_padding
 from ..latent import Autoencoder, LatentDiffusion
-from ..unet import DiffusionUNet, DownBlock, UpBlock
+from ..unet import DiffusionUNet, DownBlock, UpBlock, check_inputs
 
 
 def _same(a):
@@ -182,12 +182,14 @@ class Embedding(Twin):
 
 
 class TimeEncoding(Twin):
-    """The fixed sin/cos table of :class:`tinyddpm.nn.TimeEncoding`, copied (a buffer that is
-    not saved: the table follows from T and the embedding size)."""
+    """The fixed sin/cos table of :class:`tinyddpm.nn.TimeEncoding`, copied in the layer's dtype
+    (as tinyddpm's layer returns its rows; a buffer that is not saved: the table follows from T
+    and the embedding size)."""
 
     def __init__(self, layer):
         super().__init__(layer)
-        self.register_buffer("table", torch.from_numpy(layer.table.copy()), persistent=False)
+        table = np.array(layer.table, dtype=layer.dtype)  # a copy
+        self.register_buffer("table", torch.from_numpy(table), persistent=False)
 
     def forward(self, time):
         return self.table[time]
@@ -351,25 +353,62 @@ class Up(Twin):
         return torch.cat([z, cross_skip], dim=1)
 
 
+def _building_a_graph():
+    """True while torch traces or compiles the module (``torch.onnx.export``, ``torch.jit``,
+    ``torch.compile``): checks that look at the values of the inputs are left out of a graph."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or compiling()
+
+
+def _described(name, value):
+    """(shape, dtype name, whole numbers?, bounds()) of a tensor, for
+    :func:`tinyddpm.unet.check_inputs`."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"the diffusion model: {name!r} must be a torch tensor, received "
+                        f"{type(value).__name__} (torch.from_numpy(...) converts an array)")
+    whole = not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    return (tuple(value.shape), str(value.dtype).replace("torch.", ""), whole,
+            lambda: tuple(int(v) for v in torch.aminmax(value)))
+
+
 class UNet(Twin):
     """:class:`tinyddpm.unet.DiffusionUNet`: ``net(X_noisy, time)`` (``label`` too when
-    class-conditional) with X_noisy (N, H, W, C) float32 NHWC as in tinyddpm, time (N,) int64
-    in 0..T, label (N,) int64 in 0..num_classes (num_classes = no class) -> the predicted
-    noise, (N, H, W, C)."""
+    class-conditional) with X_noisy (N, H, W, C) float tensor NHWC as in tinyddpm (computed in
+    the model's dtype, as tinyddpm does), time (N,) integer tensor in 0..T, label (N,) integer
+    tensor in 0..num_classes (num_classes = no class) -> the predicted noise, (N, H, W, C).
+
+    The inputs are checked as tinyddpm's model checks them (:func:`tinyddpm.unet.check_inputs`:
+    the same messages, a ValueError before any work), which reads the smallest and largest time
+    step and label (on a GPU, one synchronisation a call). While torch traces or compiles the
+    module (``to_onnx``, ``torch.jit.trace``, ``torch.compile``) those value checks are left
+    out of the graph: :class:`tinyddpm.export.OnnxModel` checks its inputs before running
+    onnxruntime, and a bare onnxruntime session does not (an index out of range is an error
+    there, a negative one counts from the end)."""
 
     def __init__(self, model):
         super().__init__(model)
         self.image_shape, self.num_classes = tuple(model.image_shape), model.num_classes
+        self.T = int(model.config["T"])
         self.depth = len(model.down)
 
-    def forward(self, X_noisy, time, label=None):
-        if X_noisy.dim() != 4 or tuple(X_noisy.shape[1:]) != self.image_shape:
-            raise ValueError(f"X_noisy must have shape (N, {', '.join(map(str, self.image_shape))}"
-                             f") (NHWC, as in tinyddpm), got {tuple(X_noisy.shape)}")
+    def check_inputs(self, X_noisy, time, label=None):
+        """ValueError (or TypeError, for what is not a tensor) unless the inputs are what the
+        model takes; see the class's docstring."""
         if (label is None) != (self.num_classes is None):
             raise ValueError("label (N,) is required by a class-conditional model, and refused "
                              "by the others" + (f" (this one has {self.num_classes} classes)"
                                                 if self.num_classes else ""))
+        x = _described("X_noisy", X_noisy)
+        indices = {"time": _described("time", time)}
+        if label is not None:
+            indices["label"] = _described("label", label)
+        check_inputs(x[0], x[1], X_noisy.is_floating_point(), indices, self.image_shape, self.T,
+                     self.num_classes)
+
+    def forward(self, X_noisy, time, label=None):
+        if not _building_a_graph():
+            self.check_inputs(X_noisy, time, label)
+        X_noisy = X_noisy.to(self.conv_in.weight.dtype)  # tinyddpm's model casts, as here
         time_enc = self.time_encoding(time)
         if label is not None:
             time_enc = time_enc + self.class_embedding(label)
