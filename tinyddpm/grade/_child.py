@@ -63,7 +63,7 @@ def confined():
         confine.landlock(read, [os.path.join(WORK, "out"), "/dev/null"], abi)
         return f"landlock{abi}"
     if root and REQUEST.get("drop"):
-        confine.become_nobody(*REQUEST["drop"], PRELOAD)
+        confine.become_user(*REQUEST["drop"], PRELOAD)
         return "own user"
     return "none"
 

@@ -10,8 +10,8 @@ the child cannot import tinyddpm).
 * :func:`drop_root_powers`: graded as root, the child keeps uid 0 for reading Python where it is
   installed (often /root) but loses every capability, for good (so Landlock decides what files
   it may touch, and the kernel's limits apply to it as to any user).
-* :func:`become_nobody`: the fallback for root without Landlock: switch to ``nobody`` after
-  importing the modules a student may need (Python's folder may be unreadable to nobody).
+* :func:`become_user`: the fallback for root without Landlock: switch to a fresh unprivileged
+  uid after importing the modules a student may need (Python's folder may be unreadable to it).
 """
 import ctypes
 import os
@@ -131,7 +131,7 @@ def drop_root_powers():
         raise OSError(0, "capabilities are still effective")
 
 
-def become_nobody(uid, gid, preload):
+def become_user(uid, gid, preload):
     """Import ``preload`` (module names), then switch to ``uid``/``gid`` for good."""
     import importlib
 
