@@ -577,12 +577,18 @@ def script_env(**extra):
 
 
 def test_the_ddp_script_checks_its_options_before_any_work(tmp_path):
+    """The options first; then torch (named with its pip install where it is missing), then the
+    data folder."""
+    import importlib.util
+
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    data_words = "does not hold the Fashion-MNIST" if importlib.util.find_spec("torch") else \
+        "needs torch, which is not installed: pip install torch"
     for argv, words in ((["--epochs", "1", "--out", str(tmp_path / "x.npz")], "must end in .pt"),
                         (["--epochs", "0"], "--epochs: must be >= 1"),
                         (["--epochs", "1", "--label-dropout", "0.2"], "add --conditional"),
                         (["--epochs", "1", "--data-dir", str(tmp_path / "nowhere"),
-                          "--out", str(tmp_path / "d.pt")], "does not hold the Fashion-MNIST")):
+                          "--out", str(tmp_path / "d.pt")], data_words)):
         done = subprocess.run([sys.executable, str(EXAMPLE), *argv], env=env, timeout=60,
                               capture_output=True, text=True)
         last = done.stderr.strip().splitlines()[-1]
