@@ -72,7 +72,7 @@ SANDBOX = confined()
 
 OUT = os.path.join(WORK, "out")
 SOURCE = os.path.join(WORK, REQUEST["source"])
-MAX_ITEMS, MAX_DEPTH, MAX_TEXT = 64, 6, 300
+MAX_ITEMS, MAX_DEPTH, MAX_TEXT = 10_000, 6, 300
 
 
 class TimeLimit(BaseException):

@@ -79,11 +79,11 @@ class Reader:
         if t == "none":
             return None
         if t in ("tuple", "list") and isinstance(node.get("items"), list):
-            items = [self.value(n, folder, depth + 1) for n in node["items"][:1000]]
+            items = [self.value(n, folder, depth + 1) for n in node["items"][:10_000]]
             return tuple(items) if t == "tuple" else items
         if t == "dict" and isinstance(node.get("items"), list):
             out = {}
-            for pair in node["items"][:1000]:
+            for pair in node["items"][:10_000]:
                 if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
                     raise Unreadable("malformed dict")
                 out[clean(pair[0], 100)] = self.value(pair[1], folder, depth + 1)
