@@ -1,5 +1,6 @@
-"""Assignment 7: the backward pass of an autograd engine, in topological order (the engine,
-lesson 3).
+"""Assignment 7: the backward pass of an autograd engine, in topological order.
+
+(The engine: lesson 3.)
 
 Fill in `topological_order` and `backward` below, then check your work with the autograder:
 

@@ -1,5 +1,6 @@
-"""Assignment 9: an op of your choice, forward and backward, checked by a gradient check (the
-engine, lesson 3).
+"""Assignment 9: an op of your choice, forward and backward, checked by a gradient check.
+
+(The engine: lesson 3.)
 
 Choose one activation function below, set OP to its name, fill in `forward` and `backward`, then
 check your work with the autograder:

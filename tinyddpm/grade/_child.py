@@ -386,8 +386,11 @@ def run_call(module, spec, deadline, timed_out):
         value = limited(left, fn, *args, **kwargs)
     except TimeLimit:
         return {"error": {"kind": "timeout", "function": name}}, fixtures
-    except NotImplementedError:
-        return {"error": {"kind": "not_implemented", "function": name}}, fixtures
+    except NotImplementedError as exc:      # named after the function that raised it
+        raised = [f.name for f in traceback.extract_tb(exc.__traceback__)
+                  if student_file(f.filename) is not None]
+        return {"error": {"kind": "not_implemented",
+                          "function": raised[-1] if raised else name}}, fixtures
     except MemoryError as exc:
         return {"error": error("memory", exc, function=name)}, fixtures
     except BaseException as exc:  # noqa: BLE001 - anything student code raises, exit() too

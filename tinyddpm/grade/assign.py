@@ -85,7 +85,7 @@ def make_notebook(stub, number, file_name):
                   _cell("code", 'if __name__ == "__main__":\n' + demo.rstrip() + "\n", 3)]
     cells += [_cell("markdown", "## Check your work\n\nRun the grader on this notebook (save "
                                 "it first): it grades the code cells above.", len(cells)),
-              _cell("code", f"!python -m tinyddpm.grade {number} {notebook_name}\n",
+              _cell("code", f"!python -I -m tinyddpm.grade {number} {notebook_name}\n",
                     len(cells) + 1)]
     return {"cells": cells, "metadata": {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},

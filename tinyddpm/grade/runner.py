@@ -207,10 +207,8 @@ def _judge(assignment, report, work, outcome, time_limit, memory_limit):
                                          message))
     if not report.reason:
         report.reason = "ended early" if not first_missing else _summary(kinds, report)
-    if report.error == "" and report.reason in ("time limit", "crashed", "ended early",
-                                                "CPU time limit", "file size limit") \
-            or report.reason.startswith("killed"):
-        report.error = report.error or ended
+    if not report.error and (stopped or not first_missing):   # the child did not finish
+        report.error = ended
 
 
 def _decide(check, data, reader, folder, time_limit, memory_limit, kinds):

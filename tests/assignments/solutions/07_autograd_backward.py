@@ -4,8 +4,9 @@
 (The student's file lessons/assignments/07_autograd_backward.py is made from this one: python -m tinyddpm.grade.assign.)
 """
 ### END SOLUTION
-"""Assignment 7: the backward pass of an autograd engine, in topological order (the engine,
-lesson 3).
+"""Assignment 7: the backward pass of an autograd engine, in topological order.
+
+(The engine: lesson 3.)
 
 Fill in `topological_order` and `backward` below, then check your work with the autograder:
 

@@ -4,8 +4,9 @@
 (The student's file lessons/assignments/09_custom_op.py is made from this one: python -m tinyddpm.grade.assign.)
 """
 ### END SOLUTION
-"""Assignment 9: an op of your choice, forward and backward, checked by a gradient check (the
-engine, lesson 3).
+"""Assignment 9: an op of your choice, forward and backward, checked by a gradient check.
+
+(The engine: lesson 3.)
 
 Choose one activation function below, set OP to its name, fill in `forward` and `backward`, then
 check your work with the autograder:
