@@ -17,57 +17,45 @@ from .sandbox import (DEFAULT_FILE_LIMIT, DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIM
 # =========================================================================== grading one file
 
 def grade(assignment, path, *, time_limit=DEFAULT_TIME_LIMIT, file_limit=DEFAULT_FILE_LIMIT,
-          memory_limit=DEFAULT_MEMORY_LIMIT, student=None, source=None):
+          memory_limit=DEFAULT_MEMORY_LIMIT, student=None):
     """Grade one student's file (``.py``, or ``.ipynb``: its code cells); returns a
     :class:`Report` and never raises because of what the file contains.
 
     ``assignment``: an :class:`Assignment` or anything :func:`find_assignment` accepts.
     ``time_limit``: seconds per check (and for importing the file); ``file_limit``: seconds for
     the whole file; ``memory_limit``: MB of address space. ``student``: the name in the report
-    (default: the file name without its suffix). ``source``: the code to grade, if already read.
+    (default: the file name without its suffix).
     Raises ``FileNotFoundError`` when ``path`` is not a file, ``ValueError`` for a bad limit.
     """
-    from .integrity import scan
-    from .submissions import clean_name, read_cells, read_code, student_name
+    from .submissions import student_name
 
     if not isinstance(assignment, Assignment):
         assignment = find_assignment(assignment)
-    for name, value in (("time_limit", time_limit), ("file_limit", file_limit),
-                        ("memory_limit", memory_limit)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 \
-                or value == float("inf"):
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    limits = _limits(time_limit, file_limit, memory_limit)
     path = os.fspath(path)
     if not os.path.lexists(path):
         raise FileNotFoundError(f"no such file: {path}")
-    report = Report(assignment.key, path, clean_name(student or student_name(path)[0]))
-    cells = None
-    if source is None:
-        try:
-            source = read_code(path)
-            cells = read_cells(path) if path.endswith(".ipynb") else None
-        except ValueError as exc:
-            report.graded, report.reason, report.error = False, "unreadable", str(exc)
-            report.checks = [CheckResult(c.id, c.description, 0, c.points, False,
-                                         "not run: the file could not be read")
-                             for c in assignment.checks]
-            return report
-    report.flags = scan(source, assignment)
-    work = tempfile.mkdtemp(prefix="tinyddpm-grade-")
-    try:
-        outcome = run_child(assignment, source, work, time_limit, file_limit, memory_limit,
-                             cells)
-        _judge(assignment, report, work, outcome, time_limit, memory_limit)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return report
+    pending = _Pending(assignment, path, student or student_name(path)[0])
+    pending.run(assignment, limits)
+    return pending.judge(assignment, limits)
+
+
+def _limits(time_limit, file_limit, memory_limit):
+    """The limits as a dict, each checked: a positive, finite number. Raises ``ValueError``."""
+    limits = {"time_limit": time_limit, "file_limit": file_limit, "memory_limit": memory_limit}
+    for name, value in limits.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 \
+                or value == float("inf"):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return limits
 
 
 class _Pending:
-    """A submission whose child has run (in a worker thread) and that waits to be judged (in the
-    calling thread: the references use the engine, which is not shared between threads)."""
+    """One submission on its way: read and scanned (here), its child run (:meth:`run`, in a
+    worker thread in a class run), then judged (:meth:`judge`, in the calling thread: the
+    references use the engine, which is not shared between threads)."""
 
-    def __init__(self, assignment, path, student, limits):
+    def __init__(self, assignment, path, student):
         from .integrity import scan
         from .submissions import clean_name, read_cells, read_code
 
@@ -76,8 +64,12 @@ class _Pending:
         try:
             self.source = read_code(path)
             self.cells = read_cells(path) if path.endswith(".ipynb") else None
-        except ValueError:
-            self.report = grade(assignment, path, student=student, **limits)  # reports it
+        except ValueError as exc:
+            r = self.report
+            r.graded, r.reason, r.error = False, "unreadable", str(exc)
+            r.checks = [CheckResult(c.id, c.description, 0, c.points, False,
+                                    "not run: the file could not be read")
+                        for c in assignment.checks]
             return
         self.report.flags = scan(self.source, assignment)
 
@@ -86,7 +78,7 @@ class _Pending:
             return
         self.work = tempfile.mkdtemp(prefix="tinyddpm-grade-")
         self.outcome = run_child(assignment, self.source, self.work, limits["time_limit"],
-                                  limits["file_limit"], limits["memory_limit"], self.cells)
+                                 limits["file_limit"], limits["memory_limit"], self.cells)
 
     def judge(self, assignment, limits):
         if self.work is not None:
@@ -95,6 +87,7 @@ class _Pending:
                        limits["memory_limit"])
             finally:
                 shutil.rmtree(self.work, ignore_errors=True)
+                self.work = None
         return self.report
 
 
@@ -275,9 +268,9 @@ def grade_folder(assignment, folder, *, roster=None, progress=None, jobs=1,
         assignment = find_assignment(assignment)
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
-    limits = {"time_limit": time_limit, "file_limit": file_limit, "memory_limit": memory_limit}
+    limits = _limits(time_limit, file_limit, memory_limit)
     files, notes = find_submissions(folder)
-    pending = [_Pending(assignment, path, student, limits) for student, path in files.items()]
+    pending = [_Pending(assignment, path, student) for student, path in files.items()]
     reports = []
     reset_stop()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
