@@ -3,12 +3,17 @@
     python lessons/_build.py                          # every lessons/*.ipynb, normal mode
     python lessons/_build.py 06_generating.ipynb      # only some
     python lessons/_build.py --fast --no-save         # quick check, nothing written
+    python lessons/_build.py --solutions              # write lessons/solutions/*.ipynb only
 
 Each notebook runs in a temporary folder (nothing is written into the repository) against this
 checkout's ``tinyddpm``. Execution timestamps are dropped, so a re-run changes only what the code
-prints and draws. The committed notebooks come from a normal (not ``--fast``) run.
+prints and draws, and the figures are stored as palette PNGs (``small_png``: the same pixels to
+the eye, a third of the bytes). The committed notebooks come from a normal (not ``--fast``) run on
+a quiet machine. ``--solutions`` writes the solutions notebooks (see ``_exercises.py``).
 """
 import argparse
+import base64
+import io
 import os
 import sys
 import tempfile
@@ -23,6 +28,18 @@ def lesson_paths(names=()):
     if names:
         return [LESSONS / Path(n).name for n in names]
     return sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def small_png(data):
+    """A base64 PNG re-encoded with a 256-colour palette (adaptive), if that is smaller."""
+    from PIL import Image
+
+    raw = base64.b64decode(data)
+    image = Image.open(io.BytesIO(raw))
+    quantized = image.convert("RGBA").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    out = io.BytesIO()
+    quantized.save(out, format="PNG", optimize=True)
+    return base64.b64encode(out.getvalue()).decode("ascii") if out.tell() < len(raw) else data
 
 
 def execute(path, fast=False, timeout=600):
@@ -41,6 +58,9 @@ def execute(path, fast=False, timeout=600):
         seconds = time.perf_counter() - start
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        for output in cell.get("outputs", []):
+            if "image/png" in output.get("data", {}):
+                output["data"]["image/png"] = small_png(output["data"]["image/png"])
     return nb, seconds
 
 
@@ -50,13 +70,23 @@ def main(argv=None):
     parser.add_argument("notebooks", nargs="*", help="file names in lessons/ (default: all)")
     parser.add_argument("--fast", action="store_true", help="TINYDDPM_LESSON_FAST=1")
     parser.add_argument("--no-save", action="store_true", help="run only, write nothing")
+    parser.add_argument("--solutions", action="store_true",
+                        help="only write lessons/solutions/NN_name.ipynb from the lessons and "
+                             "lessons/solutions/NN_name.py (nothing is run)")
     args = parser.parse_args(argv)
     import nbformat
+
+    from _exercises import write_solution_notebooks
+
+    if args.solutions:
+        write_solution_notebooks(lesson_paths(args.notebooks))
+        return 0
 
     for path in lesson_paths(args.notebooks):
         nb, seconds = execute(path, fast=args.fast)
         if not args.no_save:
             nbformat.write(nb, path)
+            write_solution_notebooks([path])
         size = path.stat().st_size / 1024
         print(f"{path.name:<36} {seconds:6.1f} s  {size:6.0f} KB", flush=True)
 
