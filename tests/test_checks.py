@@ -175,6 +175,23 @@ def test_check_value_names_an_overwritten_gradient():
         checks.check_value(Overwriting, ops=("mul",))
 
 
+class LeakyRelu(Value):
+    """relu passing the gradient where x < 0 too."""
+
+    def relu(self):
+        out = LeakyRelu(max(self.data, 0.0), (self,), "relu")
+
+        def _backward():
+            self.grad += out.grad
+        out._backward = _backward
+        return out
+
+
+def test_check_value_names_a_wrong_relu():
+    with pytest.raises(AssertionError, match=r"(?s)relu_negative.*derivative is 0 where x < 0"):
+        checks.check_value(LeakyRelu, ops=("relu",))
+
+
 def test_check_value_names_a_missing_chain_rule_and_a_missing_op():
     with pytest.raises(AssertionError, match=r"(?s)check_value\(tanh\).*not multiplied by "
                                              r"out.grad"):
@@ -401,6 +418,10 @@ def test_check_conv2d_gradients():
     with pytest.raises(AssertionError, match="do not divide"):
         checks.check_conv2d_kernel_grad(
             lambda x, dy, kh, kw, s, p: kernel_grad(x, dy, kh, kw, s, p) / (dy.size // dy.shape[3]))
+    with pytest.raises(AssertionError, match=r"order \(i, j, channel\)"):
+        checks.check_conv2d_kernel_grad(
+            lambda x, dy, kh, kw, s, p: kernel_grad(x, dy, kh, kw, s, p).reshape(
+                -1, dy.shape[3]).reshape(x.shape[3], kh, kw, dy.shape[3]).transpose(1, 2, 0, 3))
     with pytest.raises(AssertionError, match="gradient is flipped"):
         checks.check_conv2d_kernel_grad(
             lambda x, dy, kh, kw, s, p: kernel_grad(x, dy, kh, kw, s, p)[::-1, ::-1])

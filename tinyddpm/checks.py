@@ -22,6 +22,7 @@ What the student's code looks like (micrograd's names):
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -135,6 +136,8 @@ def check_value(Value, ops=("add", "mul", "pow", "tanh", "exp")):
                         "dL/dx = dL/dout * dout/dx)")
             elif _close(got, g0, rtol=1e-4):
                 hint = f"_backward did not change {which}.grad: is out._backward set to it?"
+            elif name == "relu_negative":
+                hint = "relu's derivative is 0 where x < 0: nothing passes there"
             raise AssertionError(
                 f"check_value({name}): after out._backward() with out.grad = 0.7, "
                 f"{which}.grad = {_fmt(got)}, expected {g0} + 0.7 * {d:.6g} = {want:.6g}"
@@ -249,8 +252,9 @@ def check_backward(Value, depth=5000):
     the two contributions, hence ``+=`` in ``_backward``); a diamond d = a * b; e = d + d * c
     (d's ``_backward`` may run only after both of its users have added to ``d.grad``: reverse
     topological order); a graph where a node feeds four others; an input the root does not use
-    (its grad stays 0); and a chain of ``depth`` steps (3 * ``depth`` nodes; a recursive
-    topological sort stops at Python's recursion limit, about 1,000 calls).
+    (its grad stays 0); and a chain of ``depth`` steps (3 * ``depth`` + 2 nodes, a path of
+    2 * ``depth`` + 1: a recursive topological sort stops at Python's recursion limit,
+    ``sys.getrecursionlimit()``, 1,000 in Python and 3,000 in Jupyter).
     The calls of the nodes' ``_backward`` are recorded, so that a wrong answer comes with what
     went wrong: a closure run twice (no visited set), never, or before one of its node's users
     (forward order, a walk from the root); or, in a right order, closures that give wrong
@@ -289,8 +293,8 @@ def check_backward(Value, depth=5000):
     except RecursionError:
         raise AssertionError(
             f"check_backward(deep chain of {len(nodes):,} nodes): RecursionError\nhint: Python "
-            "stops at about 1,000 nested calls; build topo with your own stack (a list) instead "
-            "of a recursive function") from None
+            f"stops at {sys.getrecursionlimit():,} nested calls (sys.getrecursionlimit()); build "
+            "topo with your own stack (a list) instead of a recursive function") from None
     got = np.array([nodes[0].grad, nodes[1].grad], dtype=np.float64)
     want = _chain_grads(depth, *inputs)
     assert _close(got, want, rtol=1e-6, atol=1e-9), (
@@ -667,6 +671,10 @@ def _check_conv_grad(fn, wrt):
         rows = x.shape[0] * out_hw[0] * out_hw[1]
         if wrt == "kernel" and _close(got, want / rows):
             hint = "the sum over the output pixels is a mean: cols.T @ dy sums, do not divide"
+        elif wrt == "kernel" and _close(got, want.reshape(-1, c_out).reshape(
+                kernel.shape[2], kh, kw, c_out).transpose(1, 2, 0, 3)):
+            hint = ("the rows of cols.T @ dy are in the order (i, j, channel), as im2col's "
+                    "columns: reshape to (kh, kw, C_in, C_out) directly")
         elif wrt == "kernel" and _close(got, want[::-1, ::-1]):
             hint = "the kernel's gradient is flipped: dkernel[i, j] pairs x[oh*s + i, ow*s + j] " \
                    "with dy[oh, ow]"
