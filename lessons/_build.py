@@ -56,12 +56,23 @@ def execute(path, fast=False, timeout=600):
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": tmp}}).execute()
         seconds = time.perf_counter() - start
-    for cell in nb.cells:
-        cell.metadata.pop("execution", None)
+    cell_seconds = []
+    for i, cell in enumerate(nb.cells):
+        timing = cell.metadata.pop("execution", None) or {}
+        if "shell.execute_reply" in timing and "iopub.execute_input" in timing:
+            cell_seconds.append((_seconds(timing["shell.execute_reply"])
+                                 - _seconds(timing["iopub.execute_input"]), i))
         for output in cell.get("outputs", []):
             if "image/png" in output.get("data", {}):
                 output["data"]["image/png"] = small_png(output["data"]["image/png"])
+    nb.metadata["cell_seconds"] = sorted(cell_seconds, reverse=True)  # dropped before saving
     return nb, seconds
+
+
+def _seconds(stamp):
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def main(argv=None):
@@ -70,6 +81,8 @@ def main(argv=None):
     parser.add_argument("notebooks", nargs="*", help="file names in lessons/ (default: all)")
     parser.add_argument("--fast", action="store_true", help="TINYDDPM_LESSON_FAST=1")
     parser.add_argument("--no-save", action="store_true", help="run only, write nothing")
+    parser.add_argument("--times", type=int, default=0, metavar="K",
+                        help="also print the K slowest cells and their seconds")
     parser.add_argument("--solutions", action="store_true",
                         help="only write lessons/solutions/NN_name.ipynb from the lessons and "
                              "lessons/solutions/NN_name.py (nothing is run)")
@@ -84,11 +97,14 @@ def main(argv=None):
 
     for path in lesson_paths(args.notebooks):
         nb, seconds = execute(path, fast=args.fast)
+        slowest = nb.metadata.pop("cell_seconds", [])[:args.times]
         if not args.no_save:
             nbformat.write(nb, path)
             write_solution_notebooks([path])
         size = path.stat().st_size / 1024
         print(f"{path.name:<36} {seconds:6.1f} s  {size:6.0f} KB", flush=True)
+        for cell_time, index in slowest:
+            print(f"    cell {index:3d}: {cell_time:6.1f} s", flush=True)
 
 
 if __name__ == "__main__":
