@@ -20,9 +20,10 @@ beta1_s01 = td.variance_schedule(T, s=0.1)[2][1]
 # the pixel step (Nichol & Dhariwal 2021, section 3.2).
 
 # %% Exercise 3
+n_3900 = min(n_chains, 250)
 rng = np.random.default_rng(3)
-chains_3900 = chains
+chains_3900 = chains[:n_3900]
 for t in range(t_check + 1, 3901):
     chains_3900 = td.forward_step(chains_3900, t, beta, rng=rng)
-se = np.sqrt(1 - alpha_cumprod[3900]) / np.sqrt(n_chains)
+se = np.sqrt(1 - alpha_cumprod[3900]) / np.sqrt(n_3900)
 largest_in_se = np.abs(chains_3900.mean(axis=0) - np.sqrt(alpha_cumprod[3900]) * x0).max() / se
