@@ -296,3 +296,58 @@ def test_bits_per_dim_refuses_bad_arguments_before_any_work(tiny, kwargs, error,
     with pytest.raises(error, match=words):
         L.bits_per_dim(args.pop("model"), args.pop("X"), progress=False, **args)
     assert not calls
+
+
+# ------------------------------------------------------------------------------ the command
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp("nll") / "tiny.npz"
+    td.save_checkpoint(path, tiny[0])
+    return str(path)
+
+
+def test_evaluate_nll_prints_the_bound_and_its_breakdown(tiny, tiny_checkpoint, capsys):
+    import json
+
+    from tinyddpm.__main__ import main
+
+    assert main(["evaluate", "--nll", "--checkpoint", tiny_checkpoint, "--n", "3"]) == 0
+    out = capsys.readouterr().out
+    for words in ("bound, bits/dim", "prior L_T", "KL terms", "decoder L_0", "first 3 test"):
+        assert words in out
+    assert main(["evaluate", "--nll", "--checkpoint", tiny_checkpoint, "--n", "3", "--json",
+                 "--variance", "beta_tilde", "--batch-size", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    same = L.bits_per_dim(tiny[0], tiny[1], "beta_tilde", batch_size=2, progress=False)
+    assert report["bpd"] == pytest.approx(same["bpd"]) and len(report["terms"]) == 20
+    assert report["n"] == 3 and report["variance"] == "beta_tilde"
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--checkpoint", "{ckpt}"], "--checkpoint applies to --nll"),
+    (["--nll"], "--nll needs --checkpoint"),
+    (["s.npy", "--nll", "--checkpoint", "{ckpt}"], "not the images 's.npy'"),
+    (["--nll", "--checkpoint", "{ckpt}", "--n", "100000"], "test images"),
+    (["--nll", "--checkpoint", "{ckpt}", "--no-ema"], "no moving average"),
+    (["--nll", "--checkpoint", "missing.npz"], "missing.npz"),
+    ([], "evaluate needs the images"),
+])
+def test_evaluate_nll_refuses_what_does_not_go_together(tiny_checkpoint, argv, words, capsys):
+    from tinyddpm.__main__ import main
+
+    argv = [a.format(ckpt=tiny_checkpoint) for a in argv]
+    assert main(["evaluate", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and words in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv,option", [(["--n", "0"], "--n"), (["--variance", "learned"],
+                                         "--variance"), (["--seed", "-1"], "--seed")])
+def test_evaluate_nll_options_are_checked_where_they_enter(argv, option, capsys):
+    from tinyddpm.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--nll", "--pretrained", "book", *argv])
+    assert exit_.value.code == 2
+    assert option in capsys.readouterr().err.strip().splitlines()[-1]

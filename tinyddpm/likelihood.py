@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["posterior_mean_coefficients", "posterior_variance", "q_posterior", "normal_kl",
            "discretized_gaussian_log_likelihood", "p_mean_variance", "vlb_terms", "prior_bpd",
-           "bits_per_dim", "VARIANCES"]
+           "bits_per_dim", "format_bpd", "VARIANCES"]
 
 VARIANCES = ("beta", "beta_tilde")
 """The fixed reverse-process variances: "beta" (sigma_t^2 = beta_t) and "beta_tilde" (the
@@ -588,3 +588,19 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
             "std": float(per_image.std()), "per_image": per_image, "terms": terms.mean(axis=1),
             "n": len(x), "T": T, "variance": variance, "clip": clip, "seed": seed,
             "batch_size": batch_size}
+
+
+def format_bpd(report, title=None):
+    """A plain-text table of :func:`bits_per_dim`'s figures."""
+    err = report["std"] / math.sqrt(report["n"])
+    lines = [title] if title else []
+    lines += [f"images                             {report['n']:>10,}",
+              f"time steps T                       {report['T']:>10,}",
+              f"reverse variance                   {report['variance']:>10}",
+              f"x_0 estimate clipped               {'yes' if report['clip'] else 'no':>10}",
+              f"bound, bits/dim                    {report['bpd']:>10.4f}  (+- {err:.4f}, one "
+              "standard error)",
+              f"  prior L_T                        {report['prior']:>10.4f}",
+              f"  KL terms L_1 .. L_(T-1)          {report['kl']:>10.4f}",
+              f"  decoder L_0                      {report['decoder']:>10.4f}"]
+    return "\n".join(lines)
