@@ -351,3 +351,27 @@ def test_evaluate_nll_options_are_checked_where_they_enter(argv, option, capsys)
         main(["evaluate", "--nll", "--pretrained", "book", *argv])
     assert exit_.value.code == 2
     assert option in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+# ------------------------------------------------------------------------------ for training
+
+def test_the_differentiable_terms_match_numpy_and_pass_gradcheck():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (3, 4, 4, 1)) / 127.5 - 1
+    x[0, 0, :2, 0], x[0, 1, :2, 0] = -1, 1                      # the edge bins
+    means = x + rng.normal(0, 0.02, x.shape)
+    log_scales = rng.uniform(math.log(3e-3), math.log(0.3), x.shape)
+    got = L.discretized_gaussian_log_likelihood_tensor(x, td.Tensor(means), td.Tensor(log_scales))
+    np.testing.assert_allclose(got.data, L.discretized_gaussian_log_likelihood(x, means,
+                                                                                log_scales))
+    td.gradcheck(lambda m, s: L.discretized_gaussian_log_likelihood_tensor(x, m, s), means,
+                 log_scales, atol=1e-5, rtol=1e-4)
+    # a bin far in the tail (20 sd from the mean) keeps an accurate gradient; a scale per image
+    far = np.full((2, 1), 20 * 0.01)
+    td.gradcheck(lambda m, s: L.discretized_gaussian_log_likelihood_tensor(np.zeros((2, 3)), m,
+                                                                           s),
+                 far, np.full((2, 1), math.log(0.01)), atol=1e-4, rtol=1e-5)
+    m1, v1, m2, v2 = (rng.normal(size=(2, 3)) for _ in range(4))
+    kl = L.normal_kl_tensor(td.Tensor(m1), td.Tensor(v1), td.Tensor(m2), td.Tensor(v2))
+    np.testing.assert_allclose(kl.data, L.normal_kl(m1, v1, m2, v2), rtol=1e-6)
+    td.gradcheck(L.normal_kl_tensor, m1, v1, m2, v2)

@@ -28,9 +28,12 @@ import math
 
 import numpy as np
 
+from .tensor import Function
+
 __all__ = ["posterior_mean_coefficients", "posterior_variance", "q_posterior", "normal_kl",
            "discretized_gaussian_log_likelihood", "p_mean_variance", "vlb_terms", "prior_bpd",
-           "bits_per_dim", "format_bpd", "VARIANCES"]
+           "bits_per_dim", "format_bpd", "VARIANCES", "normal_kl_tensor",
+           "DiscretizedGaussianLogLikelihood", "discretized_gaussian_log_likelihood_tensor"]
 
 VARIANCES = ("beta", "beta_tilde")
 """The fixed reverse-process variances: "beta" (sigma_t^2 = beta_t) and "beta_tilde" (the
@@ -228,24 +231,25 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
                   + (mean1 - mean2) ** 2 * np.exp(-logvar2))
 
 
-# Numerical Recipes' erfc (Press et al., "Numerical Recipes in C", 2nd ed., section 6.2,
-# ``erfcc``): a Chebyshev fit with fractional error below 1.2e-7 for every x >= 0, written as
-# log erfc(z) = log(t) - z^2 + P(t), t = 1 / (1 + z / 2), so tails far out keep their log.
-_ERFC = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
-         -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+_SERIES_FROM = 25.0  # erfc(25) ~ 1e-273: beyond it, the asymptotic series (math.erfc underflows)
 
 
 def _log_upper_tail(y):
-    """log Q(y) = log P(Z > y) for Z ~ N(0, 1), elementwise; y may be +-inf."""
+    """log Q(y) = log P(Z > y) for Z ~ N(0, 1), elementwise, y may be +-inf: from math.erfc
+    (double precision) for y / sqrt(2) < 25, and beyond from the asymptotic series
+    erfc(z) = e^(-z^2) / (z sqrt(pi)) (1 - 1/(2 z^2) + 3/(4 z^4) - 15/(8 z^6) + 105/(16 z^8)
+    - ...), whose first term left out is below 3e-13 there, in logs (no underflow)."""
     y = np.asarray(y, dtype=np.float64)
     z = np.abs(y) / math.sqrt(2)
-    t = 1 / (1 + 0.5 * z)
-    poly = np.zeros_like(t)
-    for c in _ERFC[::-1]:
-        poly = poly * t + c
+    near = np.minimum(z, _SERIES_FROM)
+    far = np.maximum(z, _SERIES_FROM)
+    w = 1 / (2 * far * far)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_tail_abs = np.log(0.5) + np.log(t) - z * z + poly   # log Q(|y|), <= log 1/2
-        log_tail_abs = np.where(np.isinf(z), -np.inf, log_tail_abs)
+        series = (-far * far - np.log(far * math.sqrt(math.pi))
+                  + np.log1p(w * (-1 + w * (3 + w * (-15 + w * 105)))))
+        log_erfc = np.where(z < _SERIES_FROM, np.log(np.asarray(_erfc(near), np.float64)), series)
+        log_tail_abs = np.where(np.isinf(z), -np.inf, math.log(0.5) + log_erfc)  # log Q(|y|)
         return np.where(y >= 0, log_tail_abs, np.log1p(-np.exp(log_tail_abs)))
 
 
@@ -278,8 +282,8 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
     so the 256 probabilities of a pixel sum to 1 (the edge bins take the tails, as in the
     papers' code). The papers' code approximates the normal CDF with a tanh formula and clamps
     each probability at 1e-12; here each bin's probability is computed from the tail away from
-    0, in logs, with an erfc accurate to 1.2e-7 (relative), so no clamp is needed: the value is
-    the log-probability of the bin.
+    0, in logs, from ``math.erfc`` (and its asymptotic series far out), so no clamp is needed:
+    the value is the log-probability of the bin to about double precision, also far in a tail.
 
     Parameters
     ----------
@@ -604,3 +608,72 @@ def format_bpd(report, title=None):
               f"  KL terms L_1 .. L_(T-1)          {report['kl']:>10.4f}",
               f"  decoder L_0                      {report['decoder']:>10.4f}"]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- for training
+# The two terms of L_vlb as differentiable functions of Tensors, for the hybrid loss
+# L_simple + lambda L_vlb (Nichol & Dhariwal, 2021, section 3.1): the KL is composed from the
+# engine's ops; the decoder's log-likelihood is one op, forward and backward side by side.
+
+def normal_kl_tensor(mean1, logvar1, mean2, logvar2):
+    """:func:`normal_kl` on Tensors (composed from :mod:`tinyddpm.ops`, so differentiable in
+    every argument): elementwise KL in nats. Arrays are constants."""
+    from . import ops
+
+    return 0.5 * (-1.0 + logvar2 - logvar1 + ops.exp(logvar1 - logvar2)
+                  + (mean1 - mean2) ** 2 * ops.exp(-1.0 * logvar2))
+
+
+def _log_normal_pdf(z):
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(np.isinf(z), -np.inf, -0.5 * z * z - 0.5 * math.log(2 * math.pi))
+
+
+class DiscretizedGaussianLogLikelihood(Function):
+    r""":func:`discretized_gaussian_log_likelihood` as an autograd op of ``means`` and
+    ``log_scales`` (x, the data, is a constant). With sigma = e^{log_scale}, the bin's
+    standardised edges a = (delta_- - mu) / sigma, b = (delta_+ - mu) / sigma and
+    P = Phi(b) - Phi(a):
+
+    .. math::
+
+        \frac{\partial \log P}{\partial \mu} = \frac{\varphi(a) - \varphi(b)}{\sigma P},
+        \qquad
+        \frac{\partial \log P}{\partial \log\sigma} = \frac{a\,\varphi(a) - b\,\varphi(b)}{P}
+
+    (phi(+-inf) = 0 at the edge bins), each ratio phi / P taken as exp(log phi - log P), so
+    that a bin far in a tail keeps a finite, accurate gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, means, log_scales, x=None):
+        log_p = discretized_gaussian_log_likelihood(x, means, log_scales)
+        x = np.asarray(x, dtype=np.float64)
+        inv_std = np.exp(-np.asarray(log_scales, dtype=np.float64))
+        centered = x - means
+        b = np.where(x > 0.999, np.inf, inv_std * (centered + 1 / 255))
+        a = np.where(x < -0.999, -np.inf, inv_std * (centered - 1 / 255))
+        ctx.save_for_backward(a, b, log_p, inv_std, np.shape(means), np.shape(log_scales))
+        return log_p.astype(np.result_type(means, log_scales), copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        from .ops import unbroadcast
+
+        a, b, log_p, inv_std, mean_shape, scale_shape = ctx.saved
+        ratio_a = np.exp(_log_normal_pdf(a) - log_p)   # phi(a) / P
+        ratio_b = np.exp(_log_normal_pdf(b) - log_p)   # phi(b) / P
+        d_mean = (ratio_a - ratio_b) * inv_std
+        with np.errstate(invalid="ignore"):  # inf * 0 at the edge bins, replaced by 0
+            d_log_scale = np.where(np.isinf(a), 0, a * ratio_a) - np.where(np.isinf(b), 0,
+                                                                               b * ratio_b)
+        dtype = g.dtype
+        return (unbroadcast(g * d_mean, mean_shape).astype(dtype, copy=False),
+                unbroadcast(g * d_log_scale, scale_shape).astype(dtype, copy=False))
+
+
+
+def discretized_gaussian_log_likelihood_tensor(x, means, log_scales):
+    """:func:`discretized_gaussian_log_likelihood` on Tensors ``means`` and ``log_scales``
+    (differentiable in both; ``x``, the pixels, a constant array): elementwise log p, nats."""
+    return DiscretizedGaussianLogLikelihood.apply(means, log_scales, x=np.asarray(x))
