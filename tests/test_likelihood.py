@@ -75,6 +75,7 @@ def test_posterior_arrays_and_per_image_steps():
     var, log_var = L.posterior_variance(alpha, abar, beta)
     assert coef1.shape == var.shape == (11,) and np.isnan(coef1[0]) and np.isnan(var[0])
     assert coef1[1] == pytest.approx(1) and coef2[1] == 0 and var[1] == 0
+    assert log_var[1] == log_var[2] == pytest.approx(math.log(var[2]))  # the clipped log
     assert np.all(var[1:] <= beta[1:] * (1 + 1e-6))  # beta_tilde <= beta
     x0 = np.random.default_rng(0).uniform(-1, 1, (3, 2, 2, 1))
     x_t = np.random.default_rng(1).standard_normal((3, 2, 2, 1))
@@ -191,7 +192,7 @@ def test_each_kl_term_of_the_oracle_is_its_closed_form():
     a wrong coefficient, variance or x_0 estimate anywhere moves some term."""
     T = 1000
     oracle = Oracle(T)
-    alpha, abar, beta = (a.astype(np.float64) for a in get_schedule(T))
+    _, abar, beta = (a.astype(np.float64) for a in get_schedule(T))
     rng = np.random.default_rng(0)
     x0 = rng.normal(MU, S, (400, 8, 8, 1))
     for t in (2, 10, 100, 500, 900, 1000):

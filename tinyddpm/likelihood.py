@@ -386,7 +386,7 @@ def p_mean_variance(model, x_t, t, variance="beta", clip=True, schedule=None,
     x0 = (x_t - np.sqrt(1 - a) * eps) / np.sqrt(a)
     if clip:
         x0 = np.clip(x0, -1, 1)
-    mean, post_var, post_log_var = q_posterior(x0, x_t, t, alpha, abar, beta)
+    mean, _, post_log_var = q_posterior(x0, x_t, t, alpha, abar, beta)
     if log_variance is not None:
         log_var = np.asarray(log_variance, dtype=np.float64)
     elif variance == "beta_tilde":
@@ -602,8 +602,8 @@ def format_bpd(report, title=None):
               f"time steps T                       {report['T']:>10,}",
               f"reverse variance                   {report['variance']:>10}",
               f"x_0 estimate clipped               {'yes' if report['clip'] else 'no':>10}",
-              f"bound, bits/dim                    {report['bpd']:>10.4f}  (+- {err:.4f}, one "
-              "standard error)",
+              (f"bound, bits/dim                    {report['bpd']:>10.4f}  "
+               f"(+- {err:.4f}, one standard error)"),
               f"  prior L_T                        {report['prior']:>10.4f}",
               f"  KL terms L_1 .. L_(T-1)          {report['kl']:>10.4f}",
               f"  decoder L_0                      {report['decoder']:>10.4f}"]
