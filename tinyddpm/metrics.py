@@ -657,8 +657,8 @@ def add_evaluate_command(subparsers):
         "With --nll, measure a model instead: the variational bound on its negative "
         "log-likelihood of the first --n Fashion-MNIST test images, in bits per dimension "
         "(prior L_T + the KL terms + the discretised decoder L_0; Nichol & Dhariwal 2021). It "
-        "calls the model at every one of its T time steps for each batch of images: about 4 "
-        "minutes per 100 images for the book's model (T = 4000) on one core.",
+        "calls the model at every one of its T time steps for each batch of images: about 5 "
+        "minutes of one core per 100 images for the book's model (T = 4000).",
         epilog="examples:\n"
         "  python -m tinyddpm evaluate samples.npy\n"
         "  python -m tinyddpm evaluate --nll --pretrained book --n 100\n"
