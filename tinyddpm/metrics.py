@@ -594,6 +594,7 @@ def _nll_command(args):
     """``evaluate --nll``: the variational bound in bits/dim of a model on the first --n test
     images; every check before the model runs."""
     import argparse
+    import contextlib
 
     from ._cli import UsageError
     from .checkpoint import read_checkpoint
@@ -619,9 +620,10 @@ def _nll_command(args):
                          f"{' (the embedded subset)' if len(X_test) < 10_000 else ''}")
     model, header = model_from_checkpoint(path)
     has_average = model.ema is not None and model.ema.shadow is not None
-    used_ema = _weights_for_use(argparse.Namespace(
-        no_ema=args.no_ema, recalibrate=args.recalibrate, checkpoint=path,
-        data_dir=args.data_dir if has_average and not args.no_ema else None), model)
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # JSON alone
+        used_ema = _weights_for_use(argparse.Namespace(
+            no_ema=args.no_ema, recalibrate=args.recalibrate, checkpoint=path,
+            data_dir=args.data_dir if has_average and not args.no_ema else None), model)
     model.eval()
     start = time.perf_counter()
     report = bits_per_dim(model, X_test[:n], variance=args.variance or "beta",
