@@ -654,7 +654,7 @@ def add_evaluate_command(subparsers):
         description="Measure generated images (an (N, 28, 28) .npy, floats in [0, 1] or uint8, "
         f"N >= {MIN_IMAGES}) with the shipped Fashion-MNIST classifier: FID of its feature layer "
         "against the test set, mean classifier confidence, class histogram and coverage "
-        "(classes with at least 3% of the samples). Read the FID against "
+        "(classes with at least 3% of the images). Read the FID against "
         "tinyddpm/assets/CALIBRATION.md.\n\n"
         "With --nll, measure a model instead: the variational bound on its negative "
         "log-likelihood of the first --n Fashion-MNIST test images, in bits per dimension "
