@@ -20,7 +20,9 @@ images: the number the papers report, in bits per dimension (nats / ln 2, averag
 Time steps are numbered as in the rest of tinyddpm: t = 1..T, schedule arrays indexed by t = 0..T
 (:func:`tinyddpm.schedule.variance_schedule`). The papers' code numbers them 0..T-1: its t = 0
 (the decoder term) is t = 1 here. Everything is computed in float64 from the model's float32
-schedule; no autograd (evaluation only).
+schedule, in NumPy (evaluation needs no gradients). For training with L_vlb in the loss, the
+last section has the KL and the decoder's log-likelihood on Tensors (:func:`normal_kl_tensor`,
+:class:`DiscretizedGaussianLogLikelihood`), gradient-checked in tests/test_likelihood.py.
 """
 from __future__ import annotations
 
