@@ -24,6 +24,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noq
 from .data import CLASS_NAMES, class_index, load_fashion_mnist, split_train_valid  # noqa: E402
 from .diffusion import (forward_step, get_schedule, model_schedule, prepare_batch,  # noqa: E402
                         prepare_dataset, q_sample)
+from .likelihood import bits_per_dim  # noqa: E402
 from .model import History, Model, TrainingDiverged  # noqa: E402
 from .sampling import SAMPLERS, generate, generate_ddim, sample  # noqa: E402
 from .schedule import linear_schedule, variance_schedule  # noqa: E402
