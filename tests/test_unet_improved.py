@@ -71,3 +71,61 @@ def test_widths_that_groups_or_heads_cannot_split_are_refused():
         build_improved_model(T=10, widths=(4, 6, 6), groups=2, heads=4)
     with pytest.raises(ValueError, match="3 values"):
         build_improved_model(T=10, widths=(8, 8), groups=2)
+
+
+# ------------------------------------------------------------------ checkpoints and the command line
+@pytest.fixture
+def subset(monkeypatch):
+    """The command line on the embedded subset (fast, and the same on every machine)."""
+    from tinyddpm import data
+
+    monkeypatch.setattr(data, "SEARCH_DIRS", ())
+    monkeypatch.delenv("TINYDDPM_DATA", raising=False)
+
+
+def test_a_checkpoint_rebuilds_the_improved_model_with_its_options(tmp_path):
+    import tinyddpm as td
+    from tinyddpm.pretrained import model_from_checkpoint
+
+    model = tiny(dropout=0.2)
+    td.save_checkpoint(tmp_path / "m.npz", model)
+    again, header = model_from_checkpoint(tmp_path / "m.npz")
+    assert again.config == model.config
+    batch = inputs()
+    np.testing.assert_array_equal(again.eval()(batch).data, model.eval()(batch).data)
+
+
+def test_an_edited_improved_config_is_refused_by_field(tmp_path):
+    import json
+
+    import tinyddpm as td
+    from tinyddpm.checkpoint import CheckpointError, read_checkpoint
+
+    td.save_checkpoint(tmp_path / "m.npz", tiny())
+    with np.load(tmp_path / "m.npz") as f:
+        arrays = dict(f)
+    header = json.loads(str(arrays["header"]))
+    header["config"]["heads"] = 10 ** 9
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(tmp_path / "edited.npz", **arrays)
+    with pytest.raises(CheckpointError, match="config.heads must be a whole number in 1..64"):
+        read_checkpoint(tmp_path / "edited.npz")
+
+
+def test_train_the_improved_model_from_the_command_line_and_resume_it(tmp_path, subset, capsys):
+    from tinyddpm.__main__ import main
+    from tinyddpm.checkpoint import read_checkpoint
+
+    ckpt = str(tmp_path / "c.npz")
+    base = ["train", "--checkpoint", ckpt, "--quiet"]
+    assert main(base + ["--model", "improved", "--epochs", "1", "--steps-per-epoch", "2",
+                        "--batch-size", "4", "--seed", "1"]) == 0
+    header = read_checkpoint(ckpt)[0]
+    assert header["model_class"] == "ImprovedUNet" and header["run"]["model"] == "improved"
+    assert main(base + ["--epochs", "2", "--resume"]) == 0       # the run's options come back
+    assert read_checkpoint(ckpt)[0]["epoch"] == 2
+    assert main(base + ["--epochs", "3", "--resume", "--model", "book"]) == 2
+    assert "--model book: the run in" in capsys.readouterr().err
+    assert main(["train", "--model", "improved", "--conditional", "--epochs", "1",
+                 "--checkpoint", str(tmp_path / "d.npz")]) == 2
+    assert "drop --conditional" in capsys.readouterr().err
