@@ -29,6 +29,7 @@ from .model import History, Model, TrainingDiverged  # noqa: E402
 from .sampling import SAMPLERS, generate, generate_ddim, sample  # noqa: E402
 from .schedule import linear_schedule, variance_schedule  # noqa: E402
 from .unet import build_diffusion_model  # noqa: E402
+from .unet_improved import build_improved_model  # noqa: E402
 
 
 def load_pretrained(path=None, kind="book"):

@@ -47,7 +47,7 @@ def resume_command(args, argv, resume=True, **replace):
 # out of a diverging run).
 RUN_OPTIONS = {"batch_size": 32, "steps_per_epoch": None, "learning_rate": 1e-3, "ema": None,
                "seed": None}
-TRAIN_OPTIONS = {**RUN_OPTIONS, "conditional": False, "label_dropout": 0.1}
+TRAIN_OPTIONS = {**RUN_OPTIONS, "model": "book", "conditional": False, "label_dropout": 0.1}
 LATENT_OPTIONS = {**RUN_OPTIONS, "ae_epochs": 4}
 CHANGEABLE = {"learning_rate", "ae_epochs"}  # --epochs is a target, never recorded
 
@@ -88,8 +88,9 @@ def _saved_run(header, kind, path, parser):
     Python): what the header says, the data seed and whether the model is conditional, with a
     notice that the other options are as given now."""
     saved = {}
-    if kind in ("book", "conditional"):
+    if kind in ("book", "conditional", "improved"):
         saved["conditional"] = kind == "conditional"
+        saved["model"] = "improved" if kind == "improved" else "book"
     if "run" not in header:
         if "data_seed" in header:
             saved["seed"] = header["data_seed"]
@@ -99,13 +100,15 @@ def _saved_run(header, kind, path, parser):
               "exactly", file=sys.stderr)
         return saved
     types = {a.dest: a.type for a in parser._actions if a.option_strings}
+    choices = {a.dest: a.choices for a in parser._actions if a.option_strings}
     for name, value in header["run"].items():
         if name not in types:
             raise CheckpointError(f"{path!r}: the recorded run option {name!r} is unknown; the "
                                   "file is damaged or was edited")
         try:
-            ok = (isinstance(value, bool) if types[name] is None else value is None or (
-                not isinstance(value, (bool, str)) and types[name](repr(value)) == value))
+            ok = (value in choices[name] if choices[name] else
+                  isinstance(value, bool) if types[name] is None else value is None or (
+                      not isinstance(value, (bool, str)) and types[name](repr(value)) == value))
         except Exception as e:  # argparse's type functions raise ArgumentTypeError
             ok, value = False, f"{value!r} ({e})"
         else:
@@ -113,9 +116,8 @@ def _saved_run(header, kind, path, parser):
         if not ok:
             raise CheckpointError(f"{path!r}: the recorded run option {_flag(name)} is not "
                                   f"valid: {value}; the file is damaged or was edited")
-        if name == "conditional" and kind in ("book", "conditional") and \
-                value != saved["conditional"]:
-            raise CheckpointError(f"{path!r}: the recorded run option --conditional ({value}) "
+        if name in ("conditional", "model") and name in saved and value != saved[name]:
+            raise CheckpointError(f"{path!r}: the recorded run option {_flag(name)} ({value}) "
                                   f"disagrees with the model it holds ({kind}); the file is "
                                   "damaged or was edited")
         saved[name] = value
@@ -191,9 +193,12 @@ def _train_run(args):
     saved = None
     if args.resume:
         header = read_checkpoint(ckpt)[0]
-        _expect(ckpt, header, ("book", "conditional"), "train")
+        _expect(ckpt, header, ("book", "conditional", "improved"), "train")
         saved = _saved_run(header, checkpoint_kind(header), ckpt, args.parser)
     notes = _run_options(args, TRAIN_OPTIONS, saved, ckpt)
+    if args.model == "improved" and (args.conditional or args.init_from):
+        raise UsageError(f"--model improved has no class input and starts from scratch: drop "
+                         f"{'--conditional' if args.conditional else '--init-from'}")
     if not args.conditional and args.label_dropout != TRAIN_OPTIONS["label_dropout"]:
         raise UsageError("--label-dropout applies to a class-conditional model: add "
                          "--conditional, or drop --label-dropout")
@@ -203,7 +208,10 @@ def _train_run(args):
     (X_full, y_full), _ = td.load_fashion_mnist(args.data_dir)
     (X_train, y_train), (X_valid, y_valid) = td.split_train_valid(X_full, y_full)  # 1/12 valid
     seed, conditional = args.seed, args.conditional
-    model = td.build_diffusion_model(seed=seed, num_classes=10 if conditional else None)
+    if args.model == "improved":
+        model = td.build_improved_model(seed=seed)
+    else:
+        model = td.build_diffusion_model(seed=seed, num_classes=10 if conditional else None)
     model.compile(loss=td.Huber(), optimizer=td.Nadam(learning_rate=args.learning_rate),
                   ema=args.ema)
     if args.resume:
@@ -224,7 +232,8 @@ def _train_run(args):
                                    **({**labels, "labels": y_valid} if conditional else {}))
     _check_position(model, args.steps_per_epoch or len(train_set), ckpt)
     what = ("the class-conditional U-Net (labels dropped with probability "
-            f"{args.label_dropout:g})" if conditional else "the book's U-Net")
+            f"{args.label_dropout:g})" if conditional else
+            "the improved U-Net" if args.model == "improved" else "the book's U-Net")
     print(f"Training {what} ({model.count_params():,} weights) on {len(X_train):,} "
           f"images, validating on {len(X_valid):,}; batch {args.batch_size}, seed {seed}")
     callbacks = _checkpoints(model, ckpt, best_path, _run_record(args, TRAIN_OPTIONS))
@@ -453,7 +462,7 @@ def _sample(args):
     except ValueError as e:
         raise UsageError(str(e)) from None
     header = read_checkpoint(args.checkpoint)[0]
-    _expect(args.checkpoint, header, ("book", "conditional", "latent"), "sample")
+    _expect(args.checkpoint, header, ("book", "conditional", "improved", "latent"), "sample")
     if args.latent and checkpoint_kind(header) != "latent":
         raise UsageError(f"--latent: {args.checkpoint!r} is not a latent diffusion model, it "
                          f"holds {KINDS[checkpoint_kind(header)][0]}: drop --latent")
@@ -640,6 +649,7 @@ def _write_export(to, model, out, header):
 
 
 KINDS_WORDS = {"book": "the book's U-Net", "conditional": "the class-conditional U-Net",
+               "improved": "the improved U-Net",
                "latent": "the latent diffusion model", "autoencoder": "the autoencoder"}
 
 
@@ -759,6 +769,10 @@ def build_parser():
     train.add_argument("--epochs", type=whole_number(1), required=True,
                        help="total number of epochs, counting those a --resume'd checkpoint holds")
     _training_options(train, "ckpt.npz")
+    train.add_argument("--model", choices=["book", "improved"], default=None,
+                       help="book: the book's U-Net; improved: residual blocks, GroupNorm, "
+                       "attention at 14x14 and 7x7 (Nichol & Dhariwal 2021; "
+                       "td.build_improved_model) (default: book; with --resume, the checkpoint's)")
     train.add_argument("--conditional", action="store_true", default=None,
                        help="class-conditional U-Net for classifier-free guidance (sample it "
                        "with --class)")

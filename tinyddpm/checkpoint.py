@@ -248,6 +248,14 @@ _CONFIG_FIELDS = {
     "image_shape": (lambda v: isinstance(v, list) and len(v) == 3 and
                     all(_whole(d) and 1 <= d <= 4096 for d in v), "a list [H, W, C]"),
 }
+# ... and those of the improved U-Net (unet_improved.py), whose config says "model": "improved"
+_IMPROVED_FIELDS = {
+    "attention": (lambda v: isinstance(v, list) and all(s in (28, 14, 7) for s in v),
+                  "a list of sides among 28, 14, 7"),
+    "heads": (lambda v: _whole(v) and 1 <= v <= 64, "a whole number in 1..64"),
+    "dropout": (lambda v: isinstance(v, float) and 0 <= v < 1, "a number in [0, 1)"),
+    "groups": (lambda v: _whole(v) and 1 <= v <= 64, "a whole number in 1..64"),
+}
 
 
 def _whole(value):
@@ -257,7 +265,7 @@ def _whole(value):
 def _model_configs(header):
     """(where, config) of each diffusion U-Net the header describes."""
     config = header.get("config")
-    if header.get("model_class") == "DiffusionUNet":
+    if header.get("model_class") in ("DiffusionUNet", "ImprovedUNet"):
         return [("config", config if isinstance(config, dict) else {})]
     if isinstance(config, dict) and config.get("latent"):
         return [("config.unet", config.get("unet"))]
@@ -268,8 +276,10 @@ def _check_config(path, where, config):
     if not isinstance(config, dict):
         raise CheckpointError(f"{path!r}: {where} must be a JSON object, got {config!r}; the "
                               "file is damaged or was edited")
-    for field, (ok, expected) in _CONFIG_FIELDS.items():
-        if field in config or field in ("T", "embed_size", "widths"):
+    improved = config.get("model") == "improved"
+    required = ("T", "widths", *(_IMPROVED_FIELDS if improved else ("embed_size",)))
+    for field, (ok, expected) in {**_CONFIG_FIELDS, **_IMPROVED_FIELDS}.items():
+        if field in config or field in required:
             if field not in config:
                 raise CheckpointError(f"{path!r}: {where}.{field} is missing; the file is "
                                       "damaged or was edited")
@@ -313,6 +323,9 @@ KINDS = {
     "conditional": ("a class-conditional U-Net",
                     "python -m tinyddpm train --resume --epochs {epochs} --checkpoint {path}",
                     "python -m tinyddpm sample --checkpoint {path} --class all"),
+    "improved": ("the improved U-Net (Nichol & Dhariwal 2021)",
+                 "python -m tinyddpm train --resume --epochs {epochs} --checkpoint {path}",
+                 "python -m tinyddpm sample --checkpoint {path}"),
     "latent": ("a latent diffusion model (from `train-latent`)",
                "python -m tinyddpm train-latent --resume --epochs {epochs} --checkpoint {path}",
                "python -m tinyddpm sample --checkpoint {path}"),
@@ -320,8 +333,8 @@ KINDS = {
 
 
 def checkpoint_kind(header):
-    """Which model a checkpoint holds: "book", "conditional", "latent", "autoencoder" (phase 1
-    of ``train-latent``) or "other" (a model saved from Python)."""
+    """Which model a checkpoint holds: "book", "conditional", "improved", "latent",
+    "autoencoder" (phase 1 of ``train-latent``) or "other" (a model saved from Python)."""
     config = header.get("config") or {}
     if config.get("latent"):
         return "latent"
@@ -329,6 +342,8 @@ def checkpoint_kind(header):
         return "autoencoder"
     if header.get("model_class") == "DiffusionUNet":
         return "conditional" if config.get("num_classes") else "book"
+    if header.get("model_class") == "ImprovedUNet" and config.get("model") == "improved":
+        return "improved"
     return "other"
 
 

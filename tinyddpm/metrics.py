@@ -340,7 +340,7 @@ def load_images_file(path):
                     kind = checkpoint_kind(header) if isinstance(header, dict) else "other"
                 except (ValueError, RecursionError):
                     header, kind = {}, "other"
-                if kind in ("book", "conditional", "latent"):
+                if kind in ("book", "conditional", "improved", "latent"):
                     raise ValueError(f"{path} is a tinyddpm checkpoint (a model), not images: "
                                      "sample from it first, `python -m tinyddpm sample "
                                      f"--checkpoint {path} --n 1000 --npy samples.npy`, then "

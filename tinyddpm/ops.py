@@ -283,6 +283,43 @@ class MatMul(Function):
         return gx, gy
 
 
+class Attention(Function):
+    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1), batched over leading axes:
+
+        S = Q K^T / sqrt(d),   A = softmax(S) over the last axis,   Z = A V
+
+    Q (..., L, d), K (..., M, d), V (..., M, e) -> Z (..., L, e). Backward, with G = dL/dZ:
+
+        dV = A^T G,   dA = G V^T,   dS = A * (dA - sum(dA * A, last axis)),
+        dQ = dS K / sqrt(d),   dK = dS^T Q / sqrt(d).
+
+    The softmax subtracts each row's maximum first, so large scores cannot overflow.
+    """
+    @staticmethod
+    def forward(ctx, q, k, v):
+        if (q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]
+                or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+            raise ValueError(f"attention: Q {q.shape}, K {k.shape} and V {v.shape} do not fit "
+                             "(the same leading axes; Q and K the same last axis, K and V the same "
+                             "second-last)")
+        scale = np.asarray(1 / np.sqrt(q.shape[-1]), q.dtype)
+        s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
+        a = np.exp(s - s.max(axis=-1, keepdims=True))
+        a /= a.sum(axis=-1, keepdims=True)
+        ctx.save_for_backward(q, k, v, a)
+        ctx.args = scale
+        return np.matmul(a, v)
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, v, a = ctx.saved
+        scale = ctx.args
+        dv = np.matmul(np.swapaxes(a, -1, -2), g)
+        da = np.matmul(g, np.swapaxes(v, -1, -2))
+        ds = a * (da - (da * a).sum(axis=-1, keepdims=True)) * scale
+        return np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), dv
+
+
 def _expand_reduced(g, shape, axis, keepdims):
     """Reshape the gradient of a reduction so it broadcasts against the input."""
     if axis is None or keepdims:
@@ -455,6 +492,7 @@ def silu(x): return SiLU.apply(x)
 def maximum(x, y): return Maximum.apply(x, y)
 def minimum(x, y): return Minimum.apply(x, y)
 def matmul(x, y): return MatMul.apply(x, y)
+def attention(q, k, v): return Attention.apply(q, k, v)
 def reshape(x, shape): return Reshape.apply(x, shape=tuple(shape) if np.iterable(shape) else (shape,))
 def transpose(x, axes=None): return Transpose.apply(x, axes=None if axes is None else tuple(axes))
 def getitem(x, index): return GetItem.apply(x, index)

@@ -21,8 +21,9 @@ PRETRAINED = {"book": PRETRAINED_PATH, "conditional": CONDITIONAL_PATH, "latent"
 
 
 def model_from_checkpoint(path):
-    """Build the model a checkpoint holds -- the book's U-Net, the class-conditional one or a
-    latent diffusion model, as its header's config says -- and load it. Returns (model, header).
+    """Build the model a checkpoint holds -- the book's U-Net, the class-conditional one, the
+    improved U-Net or a latent diffusion model, as its header's config says -- and load it.
+    Returns (model, header).
     """
     from .unet import build_diffusion_model
 
@@ -33,6 +34,12 @@ def model_from_checkpoint(path):
         from .latent import model_from_checkpoint as latent_model
 
         return latent_model(path)
+    if kind == "improved":
+        from .unet_improved import build_improved_model
+
+        model = build_improved_model(**{k: config[k] for k in (
+            "T", "widths", "attention", "heads", "dropout", "groups", "schedule")})
+        return model, load_checkpoint(path, model)
     if kind not in ("book", "conditional"):
         raise CheckpointError(f"{str(path)!r} is not a diffusion model to sample: it "
                               f"{describe_kind(path, header)}")

@@ -1,0 +1,131 @@
+"""The improved U-Net (unet_improved.py): shapes, its gradient against central differences
+(float64, a tiny configuration), per-image normalisation, dropout only in training, the errors."""
+import numpy as np
+import pytest
+
+from tinyddpm.tensor import Tensor
+from tinyddpm.testing import gradcheck
+from tinyddpm.unet_improved import AttentionBlock, ResBlock, build_improved_model
+
+rng = np.random.default_rng(0)
+
+
+def inputs(n=2, T=10):
+    return {"X_noisy": rng.standard_normal((n, 28, 28, 1)).astype(np.float32),
+            "time": rng.integers(0, T + 1, n)}
+
+
+def tiny(**options):
+    return build_improved_model(T=10, widths=(4, 8, 8), groups=2, heads=2, seed=0, **options)
+
+
+def test_output_is_the_noise_shape_and_the_config_records_the_options():
+    model = tiny(dropout=0.0)
+    batch = inputs()
+    assert model(batch).shape == (2, 28, 28, 1)
+    assert model.config["model"] == "improved" and model.config["widths"] == [4, 8, 8]
+    assert model.config["attention"] == [14, 7] and model.config["T"] == 10
+
+
+def test_each_image_is_computed_alone_in_training_as_in_inference():
+    """GroupNorm's statistics are per image: unlike BatchNorm, the batch does not matter."""
+    model = tiny(dropout=0.0).train()
+    batch = inputs(3)
+    whole = model(batch).data
+    first = model({k: v[:1] for k, v in batch.items()}).data
+    np.testing.assert_allclose(whole[:1], first, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.eval()(batch).data, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_acts_in_training_only():
+    model = tiny(dropout=0.5)
+    batch = inputs()
+    assert np.array_equal(model.eval()(batch).data, model(batch).data)
+    model.train()
+    assert not np.allclose(model(batch).data, model(batch).data)
+
+
+def test_gradient_of_the_whole_model_against_central_differences():
+    model = tiny(dropout=0.0).astype(np.float64).train()
+    time = np.array([3, 9])
+    x = rng.standard_normal((2, 28, 28, 1))
+    params = [p for _, p in model.named_parameters()]
+    assert gradcheck(lambda X: model({"X_noisy": X, "time": time}), x, wrt=params,
+                     max_elements=3, atol=1e-5, rtol=1e-4)
+
+
+def test_blocks_alone():
+    res = ResBlock(4, 6, groups=2, dropout=0.0).astype(np.float64)
+    attn = AttentionBlock(4, heads=2, groups=2).astype(np.float64)
+    x, emb = rng.standard_normal((2, 7, 7, 4)), rng.standard_normal((2, 16))
+    res(Tensor(x), Tensor(emb))
+    attn(Tensor(x))
+    assert gradcheck(lambda a, e: res(a, e), x, emb, wrt=[p for _, p in res.named_parameters()])
+    assert gradcheck(lambda a: attn(a), x, wrt=[p for _, p in attn.named_parameters()])
+
+
+def test_widths_that_groups_or_heads_cannot_split_are_refused():
+    with pytest.raises(ValueError, match="not divisible by groups"):
+        build_improved_model(T=10, widths=(6, 8, 8), groups=4)
+    with pytest.raises(ValueError, match="heads"):
+        build_improved_model(T=10, widths=(4, 6, 6), groups=2, heads=4)
+    with pytest.raises(ValueError, match="3 values"):
+        build_improved_model(T=10, widths=(8, 8), groups=2)
+
+
+# ------------------------------------------------------------------ checkpoints and the command line
+@pytest.fixture
+def subset(monkeypatch):
+    """The command line on the embedded subset (fast, and the same on every machine)."""
+    from tinyddpm import data
+
+    monkeypatch.setattr(data, "SEARCH_DIRS", ())
+    monkeypatch.delenv("TINYDDPM_DATA", raising=False)
+
+
+def test_a_checkpoint_rebuilds_the_improved_model_with_its_options(tmp_path):
+    import tinyddpm as td
+    from tinyddpm.pretrained import model_from_checkpoint
+
+    model = tiny(dropout=0.2)
+    td.save_checkpoint(tmp_path / "m.npz", model)
+    again, header = model_from_checkpoint(tmp_path / "m.npz")
+    assert again.config == model.config
+    batch = inputs()
+    np.testing.assert_array_equal(again.eval()(batch).data, model.eval()(batch).data)
+
+
+def test_an_edited_improved_config_is_refused_by_field(tmp_path):
+    import json
+
+    import tinyddpm as td
+    from tinyddpm.checkpoint import CheckpointError, read_checkpoint
+
+    td.save_checkpoint(tmp_path / "m.npz", tiny())
+    with np.load(tmp_path / "m.npz") as f:
+        arrays = dict(f)
+    header = json.loads(str(arrays["header"]))
+    header["config"]["heads"] = 10 ** 9
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(tmp_path / "edited.npz", **arrays)
+    with pytest.raises(CheckpointError, match="config.heads must be a whole number in 1..64"):
+        read_checkpoint(tmp_path / "edited.npz")
+
+
+def test_train_the_improved_model_from_the_command_line_and_resume_it(tmp_path, subset, capsys):
+    from tinyddpm.__main__ import main
+    from tinyddpm.checkpoint import read_checkpoint
+
+    ckpt = str(tmp_path / "c.npz")
+    base = ["train", "--checkpoint", ckpt, "--quiet"]
+    assert main(base + ["--model", "improved", "--epochs", "1", "--steps-per-epoch", "2",
+                        "--batch-size", "4", "--seed", "1"]) == 0
+    header = read_checkpoint(ckpt)[0]
+    assert header["model_class"] == "ImprovedUNet" and header["run"]["model"] == "improved"
+    assert main(base + ["--epochs", "2", "--resume"]) == 0       # the run's options come back
+    assert read_checkpoint(ckpt)[0]["epoch"] == 2
+    assert main(base + ["--epochs", "3", "--resume", "--model", "book"]) == 2
+    assert "--model book: the run in" in capsys.readouterr().err
+    assert main(["train", "--model", "improved", "--conditional", "--epochs", "1",
+                 "--checkpoint", str(tmp_path / "d.npz")]) == 2
+    assert "drop --conditional" in capsys.readouterr().err
