@@ -612,7 +612,7 @@ def _nll_command(args):
     path = args.checkpoint or str(PRETRAINED[args.pretrained])
     from .__main__ import _expect, _weights_for_use
 
-    _expect(path, read_checkpoint(path)[0], ("book", "conditional"), "evaluate --nll")
+    _expect(path, read_checkpoint(path)[0], ("book", "conditional", "improved"), "evaluate --nll")
     n = 1000 if args.n is None else args.n
     _, (X_test, _) = load_fashion_mnist(args.data_dir)
     if n > len(X_test):
