@@ -106,7 +106,8 @@ def test_resume_restores_the_run_options_without_repeating_them(tmp_path, subset
     assert main(["train", "--epochs", "2", "--resume", "--quiet", "--checkpoint", ckpt]) == 0
     header = read_checkpoint(ckpt)[0]
     assert header["run"] == {"batch_size": 8, "steps_per_epoch": 6, "learning_rate": 1e-3,
-                             "ema": None, "seed": 3, "model": "book", "conditional": True,
+                             "ema": None, "seed": 3, "model": "book", "learn_sigma": False,
+                             "conditional": True,
                              "label_dropout": 0.3}
     assert header["batch_size"] == 8 and header["epoch"] == 2
     assert "batch 8, seed 3" in capsys.readouterr().out

@@ -12,7 +12,7 @@ keep_freed_memory()  # reuse freed activation buffers instead of page-faulting o
 _threads.setup()  # before numba starts its pool: a spare thread for busy machines (_threads.py)
 
 from . import functional, kernels, losses, nn, ops, optimizers  # noqa: E402
-from .losses import Huber, MeanAbsoluteError, MeanSquaredError  # noqa: E402
+from .losses import HybridLoss, Huber, MeanAbsoluteError, MeanSquaredError  # noqa: E402
 from .nn import set_seed  # noqa: E402
 from .optimizers import SGD, Adam, Nadam  # noqa: E402
 from .tensor import Tensor, no_grad, tensor  # noqa: E402

@@ -47,7 +47,8 @@ def resume_command(args, argv, resume=True, **replace):
 # out of a diverging run).
 RUN_OPTIONS = {"batch_size": 32, "steps_per_epoch": None, "learning_rate": 1e-3, "ema": None,
                "seed": None}
-TRAIN_OPTIONS = {**RUN_OPTIONS, "model": "book", "conditional": False, "label_dropout": 0.1}
+TRAIN_OPTIONS = {**RUN_OPTIONS, "model": "book", "learn_sigma": False, "conditional": False,
+                 "label_dropout": 0.1}
 LATENT_OPTIONS = {**RUN_OPTIONS, "ae_epochs": 4}
 CHANGEABLE = {"learning_rate", "ae_epochs"}  # --epochs is a target, never recorded
 
@@ -91,6 +92,7 @@ def _saved_run(header, kind, path, parser):
     if kind in ("book", "conditional", "improved"):
         saved["conditional"] = kind == "conditional"
         saved["model"] = "improved" if kind == "improved" else "book"
+        saved["learn_sigma"] = bool(header.get("config", {}).get("learn_sigma"))
     if "run" not in header:
         if "data_seed" in header:
             saved["seed"] = header["data_seed"]
@@ -116,7 +118,8 @@ def _saved_run(header, kind, path, parser):
         if not ok:
             raise CheckpointError(f"{path!r}: the recorded run option {_flag(name)} is not "
                                   f"valid: {value}; the file is damaged or was edited")
-        if name in ("conditional", "model") and name in saved and value != saved[name]:
+        if name in ("conditional", "model", "learn_sigma") and name in saved and \
+                value != saved[name]:
             raise CheckpointError(f"{path!r}: the recorded run option {_flag(name)} ({value}) "
                                   f"disagrees with the model it holds ({kind}); the file is "
                                   "damaged or was edited")
@@ -196,6 +199,8 @@ def _train_run(args):
         _expect(ckpt, header, ("book", "conditional", "improved"), "train")
         saved = _saved_run(header, checkpoint_kind(header), ckpt, args.parser)
     notes = _run_options(args, TRAIN_OPTIONS, saved, ckpt)
+    if args.learn_sigma and args.model != "improved":
+        raise UsageError("--learn-sigma applies to the improved U-Net: add --model improved")
     if args.model == "improved" and (args.conditional or args.init_from):
         raise UsageError(f"--model improved has no class input and starts from scratch: drop "
                          f"{'--conditional' if args.conditional else '--init-from'}")
@@ -209,11 +214,11 @@ def _train_run(args):
     (X_train, y_train), (X_valid, y_valid) = td.split_train_valid(X_full, y_full)  # 1/12 valid
     seed, conditional = args.seed, args.conditional
     if args.model == "improved":
-        model = td.build_improved_model(seed=seed)
+        model = td.build_improved_model(seed=seed, learn_sigma=args.learn_sigma)
     else:
         model = td.build_diffusion_model(seed=seed, num_classes=10 if conditional else None)
-    model.compile(loss=td.Huber(), optimizer=td.Nadam(learning_rate=args.learning_rate),
-                  ema=args.ema)
+    loss = td.HybridLoss() if args.learn_sigma else td.Huber()
+    model.compile(loss=loss, optimizer=td.Nadam(learning_rate=args.learning_rate), ema=args.ema)
     if args.resume:
         td.load_checkpoint(ckpt, model, model.optimizer)
         if _nothing_left(model, args.epochs, ckpt):
@@ -226,13 +231,15 @@ def _train_run(args):
     elif init is not None:
         names = _init_from(model, args.init_from, init)
         print(f"Started from the weights in {args.init_from}; new: {', '.join(names) or 'none'}")
-    labels = {"labels": y_train, "label_dropout": args.label_dropout} if conditional else {}
+    labels = {"labels": y_train, "label_dropout": args.label_dropout} if conditional else \
+        {"target": "hybrid"} if args.learn_sigma else {}
     train_set = td.prepare_dataset(X_train, args.batch_size, shuffle=True, seed=seed, **labels)
     valid_set = td.prepare_dataset(X_valid, args.batch_size, seed=seed + 1,
-                                   **({**labels, "labels": y_valid} if conditional else {}))
+                                   **({**labels, "labels": y_valid} if conditional else labels))
     _check_position(model, args.steps_per_epoch or len(train_set), ckpt)
     what = ("the class-conditional U-Net (labels dropped with probability "
             f"{args.label_dropout:g})" if conditional else
+            "the improved U-Net with learned variances (hybrid loss)" if args.learn_sigma else
             "the improved U-Net" if args.model == "improved" else "the book's U-Net")
     print(f"Training {what} ({model.count_params():,} weights) on {len(X_train):,} "
           f"images, validating on {len(X_valid):,}; batch {args.batch_size}, seed {seed}")
@@ -467,6 +474,11 @@ def _sample(args):
         raise UsageError(f"--latent: {args.checkpoint!r} is not a latent diffusion model, it "
                          f"holds {KINDS[checkpoint_kind(header)][0]}: drop --latent")
     model, header = model_from_checkpoint(args.checkpoint)
+    if args.sampler == "iddpm" and not getattr(model, "learns_sigma", False):
+        raise UsageError(f"--sampler iddpm uses the variance a model learned, and "
+                         f"{args.checkpoint!r} learned none: use --sampler ddpm-respaced, or "
+                         "train a model with `python -m tinyddpm train --model improved "
+                         "--learn-sigma` (build_improved_model(learn_sigma=True))")
     n, label, per_class = 64 if args.n is None else args.n, None, None
     if args.class_ is not None:
         if getattr(model, "num_classes", None) is None:
@@ -773,6 +785,10 @@ def build_parser():
                        help="book: the book's U-Net; improved: residual blocks, GroupNorm, "
                        "attention at 14x14 and 7x7 (Nichol & Dhariwal 2021; "
                        "td.build_improved_model) (default: book; with --resume, the checkpoint's)")
+    train.add_argument("--learn-sigma", action="store_true", default=None,
+                       help="with --model improved: also learn the reverse variances, trained "
+                       "with the hybrid loss L_simple + 0.001 L_vlb (Nichol & Dhariwal 2021); "
+                       "sample with --sampler iddpm")
     train.add_argument("--conditional", action="store_true", default=None,
                        help="class-conditional U-Net for classifier-free guidance (sample it "
                        "with --class)")

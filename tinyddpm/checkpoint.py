@@ -255,6 +255,7 @@ _IMPROVED_FIELDS = {
     "heads": (lambda v: _whole(v) and 1 <= v <= 64, "a whole number in 1..64"),
     "dropout": (lambda v: isinstance(v, float) and 0 <= v < 1, "a number in [0, 1)"),
     "groups": (lambda v: _whole(v) and 1 <= v <= 64, "a whole number in 1..64"),
+    "learn_sigma": (lambda v: v is True, "true (or absent)"),
 }
 
 
@@ -277,7 +278,8 @@ def _check_config(path, where, config):
         raise CheckpointError(f"{path!r}: {where} must be a JSON object, got {config!r}; the "
                               "file is damaged or was edited")
     improved = config.get("model") == "improved"
-    required = ("T", "widths", *(_IMPROVED_FIELDS if improved else ("embed_size",)))
+    required = ("T", "widths", *((f for f in _IMPROVED_FIELDS if f != "learn_sigma")
+                                 if improved else ("embed_size",)))
     for field, (ok, expected) in {**_CONFIG_FIELDS, **_IMPROVED_FIELDS}.items():
         if field in config or field in required:
             if field not in config:

@@ -224,8 +224,11 @@ def _schedule_and_T(alpha_cumprod, T_):
     return alpha_cumprod, T_
 
 
+TARGETS = ("noise", "hybrid")
+
+
 def prepare_batch(X, alpha_cumprod=None, T=None, rng=None, scale=True, y=None,
-                  label_dropout=0.1, num_classes=10):
+                  label_dropout=0.1, num_classes=10, target="noise"):
     r"""Turn clean images into a training batch: noisy images, their time steps, the noise.
 
     .. math::
@@ -267,14 +270,22 @@ def prepare_batch(X, alpha_cumprod=None, T=None, rng=None, scale=True, y=None,
         each label is replaced by ``num_classes`` ("no class") with probability
         ``label_dropout`` -- classifier-free guidance training, so that one model learns both
         eps(x_t, t, class) and eps(x_t, t).
+    target : "noise" or "hybrid"
+        "hybrid": the targets are a dict ``{"noise", "X", "time"}`` (the noise, the clean
+        images in [-1, 1] and t), what :class:`tinyddpm.losses.HybridLoss` needs beside the
+        noise (Nichol & Dhariwal, 2021).
 
     Returns
     -------
     inputs : dict
         ``"X_noisy"``: float32 (N, H, W, C); ``"time"``: int32 (N,) in 1..T.
     noise : numpy.ndarray
-        float32 (N, H, W, C), the epsilon added (the training target).
+        float32 (N, H, W, C), the epsilon added (the training target); with
+        ``target="hybrid"`` the dict above.
     """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(map(repr, TARGETS))}, got "
+                         f"{target!r}")
     if scale:
         X = _images_nhwc01(X) * 2 - 1  # scale from -1 to +1
     else:
@@ -284,14 +295,15 @@ def prepare_batch(X, alpha_cumprod=None, T=None, rng=None, scale=True, y=None,
     t = rng.integers(1, T_ + 1, size=len(X)).astype(np.int32)
     noise = rng.standard_normal(X.shape, dtype=np.float32)
     X_noisy = q_sample(X, t, alpha_cumprod, noise=noise)
+    targets = noise if target == "noise" else {"noise": noise, "X": X, "time": t}
     if y is None:
-        return {"X_noisy": X_noisy, "time": t}, noise
+        return {"X_noisy": X_noisy, "time": t}, targets
     label = np.array(y, dtype=np.int64)
     if label.shape != (len(X),) or label.min() < 0 or label.max() >= num_classes:
         raise ValueError(f"y must hold {len(X)} class labels in 0..{num_classes - 1}, got shape "
                          f"{label.shape}, values {label.min()}..{label.max()}")
     label[rng.random(len(X)) < label_dropout] = num_classes  # "no class"
-    return {"X_noisy": X_noisy, "time": t, "label": label}, noise
+    return {"X_noisy": X_noisy, "time": t, "label": label}, targets
 
 
 # --------------------------------------------------------------------------- the data pipeline
@@ -354,7 +366,7 @@ class BatchDataset:
 
     def __init__(self, X, batch_size=32, shuffle=False, seed=None, *, alpha_cumprod=None,
                  T=None, buffer_size=10_000, prefetch=1, epoch=0, scale=True, labels=None,
-                 label_dropout=0.1):
+                 label_dropout=0.1, target="noise"):
         if not isinstance(X, np.ndarray) or X.ndim not in (3, 4) or len(X) == 0:
             raise ValueError("X must be a non-empty numpy array of shape (N, H, W) or "
                              f"(N, H, W, C), got {getattr(X, 'shape', type(X).__name__)}")
@@ -375,6 +387,10 @@ class BatchDataset:
                              f"{np.shape(labels)}")
         self.labels = None if labels is None else np.asarray(labels, np.int64)
         self.label_dropout = float(label_dropout)
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(map(repr, TARGETS))}, got "
+                             f"{target!r}")
+        self.target = target
         #: The seed actually used (drawn from fresh entropy when seed=None): log it to replay.
         self.seed = int(np.random.SeedSequence().entropy) if seed is None else int(seed)
         self.epoch = int(epoch)  # the epoch the next iter() will produce
@@ -404,7 +420,7 @@ class BatchDataset:
             index = order[start:start + self.batch_size]
             y = None if self.labels is None else self.labels[index]
             yield prepare_batch(self.X[index], self.alpha_cumprod, self.T, rng, self.scale, y,
-                                self.label_dropout)
+                                self.label_dropout, target=self.target)
 
     def _prefetched(self, batches, epoch):
         """Run ``batches`` in a daemon thread, at most ``prefetch`` batches ahead."""
@@ -504,7 +520,8 @@ def prepare_dataset(X, batch_size=32, shuffle=False, seed=None, **options):
     **options
         ``buffer_size=10_000``, ``prefetch=1`` (0: no thread), ``epoch=0``,
         ``alpha_cumprod=None``, ``T=None``, ``scale=True`` (False for latents),
-        ``labels=None`` (class labels for a conditional model), ``label_dropout=0.1`` (see
+        ``labels=None`` (class labels for a conditional model), ``label_dropout=0.1``,
+        ``target="noise"`` ("hybrid" for :class:`~tinyddpm.losses.HybridLoss`) (see
         :func:`prepare_batch`), passed to :class:`BatchDataset`.
 
     Returns

@@ -319,14 +319,16 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
 
 # ------------------------------------------------------------------------- the model's side
 
-def _predicted_eps(model, x_t, t):
+def _predicted_eps(model, x_t, t, with_v=False):
     from .sampling import _predict_noise
 
-    eps = np.asarray(_predict_noise(model, x_t.astype(np.float32), t), dtype=np.float64)
-    if not np.isfinite(eps).all():
+    out = _predict_noise(model, x_t.astype(np.float32), t, with_v=with_v)
+    eps, v = out if with_v else (out, None)
+    eps = np.asarray(eps, dtype=np.float64)
+    if not np.isfinite(eps).all() or (v is not None and not np.isfinite(v).all()):
         raise FloatingPointError(f"the model's noise prediction at t = {t} is not finite "
                                  "(damaged weights, or a run that diverged)")
-    return eps
+    return (eps, np.asarray(v, dtype=np.float64)) if with_v else eps
 
 
 def p_mean_variance(model, x_t, t, variance="beta", clip=True, schedule=None,
@@ -346,7 +348,9 @@ def p_mean_variance(model, x_t, t, variance="beta", clip=True, schedule=None,
     :math:`\tilde\beta_2` at t = 1 (their ``FIXED_LARGE``: a decoder as wide as beta_1 would
     waste likelihood); "beta_tilde": :math:`\tilde\beta_t`, with the clipped log at t = 1
     (``FIXED_SMALL``). A learned variance (Nichol & Dhariwal, eq. 15) comes in as
-    ``log_variance``, which then replaces the fixed one.
+    ``log_variance``, which then replaces the fixed one; a model that learns its variance
+    (``model.learns_sigma``) gives it itself: exp(v' log beta_t + (1 - v') log beta~_t),
+    v' = (v + 1) / 2, and ``variance`` is then not used.
 
     Parameters
     ----------
@@ -376,9 +380,13 @@ def p_mean_variance(model, x_t, t, variance="beta", clip=True, schedule=None,
         raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
     x_t = _x(x_t, "x_t")
     alpha, abar, beta = _schedule_for(model, schedule)
+    learned = None
     if callable(model):
         _at(abar, t, x_t)  # checks t before the model runs
-        eps = _predicted_eps(model, x_t, t)
+        if getattr(model, "learns_sigma", False) and log_variance is None:
+            eps, learned = _predicted_eps(model, x_t, t, with_v=True)
+        else:
+            eps = _predicted_eps(model, x_t, t)
     else:
         eps = _x(model, "eps")
     if eps.shape != x_t.shape:
@@ -389,7 +397,10 @@ def p_mean_variance(model, x_t, t, variance="beta", clip=True, schedule=None,
     if clip:
         x0 = np.clip(x0, -1, 1)
     mean, _, post_log_var = q_posterior(x0, x_t, t, alpha, abar, beta)
-    if log_variance is not None:
+    if learned is not None:  # Nichol & Dhariwal, eq. 15, v' = (v + 1) / 2 as in their code
+        frac = (learned + 1) / 2
+        log_var = frac * np.log(_at(beta, t, x_t)) + (1 - frac) * post_log_var
+    elif log_variance is not None:
         log_var = np.asarray(log_variance, dtype=np.float64)
     elif variance == "beta_tilde":
         log_var = post_log_var
@@ -524,7 +535,8 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
     X : numpy.ndarray, (N, H, W) or (N, H, W, C)
         Test images: uint8 0..255, or floats k / 255 in [0, 1]; (H, W, C) the model's image shape.
     variance : "beta" or "beta_tilde"
-        The fixed reverse variance (see :func:`p_mean_variance`).
+        The fixed reverse variance (see :func:`p_mean_variance`); a model that learns its
+        variance (``model.learns_sigma``) uses its own, and the report says "learned".
     clip : bool
         Clip the x_0 estimate to [-1, 1].
     batch_size : int
@@ -559,6 +571,7 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
                         "its variational bound is not a likelihood of the images")
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
+    shown = "learned" if getattr(model, "learns_sigma", False) else variance
     for name, flag in (("clip", clip), ("progress", progress)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
@@ -574,7 +587,7 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=T * math.ceil(len(x) / batch_size), unit="step",
-                   desc=f"bits/dim ({len(x)} images, T = {T}, variance {variance})")
+                   desc=f"bits/dim ({len(x)} images, T = {T}, variance {shown})")
     try:
         for start in range(0, len(x), batch_size):
             x0 = x[start:start + batch_size]
@@ -592,7 +605,7 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
     return {"bpd": float(per_image.mean()), "prior": float(prior.mean()),
             "kl": float(terms[1:].sum(axis=0).mean()), "decoder": float(terms[0].mean()),
             "std": float(per_image.std()), "per_image": per_image, "terms": terms.mean(axis=1),
-            "n": len(x), "T": T, "variance": variance, "clip": clip, "seed": seed,
+            "n": len(x), "T": T, "variance": shown, "clip": clip, "seed": seed,
             "batch_size": batch_size}
 
 

@@ -619,6 +619,9 @@ def _nll_command(args):
         raise UsageError(f"--n {n}: there are {len(X_test):,} test images"
                          f"{' (the embedded subset)' if len(X_test) < 10_000 else ''}")
     model, header = model_from_checkpoint(path)
+    if args.variance is not None and getattr(model, "learns_sigma", False):
+        raise UsageError(f"--variance {args.variance}: {path!r} holds a model that learned its "
+                         "variance, which the bound uses: drop --variance")
     has_average = model.ema is not None and model.ema.shadow is not None
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # JSON alone
         used_ema = _weights_for_use(argparse.Namespace(

@@ -284,6 +284,8 @@ class Model(Module):
         (:class:`ExponentialMovingAverage`); ``use_ema_weights()`` swaps it in for sampling.
         """
         self.loss = losses_mod.get(loss)
+        if hasattr(self.loss, "bind"):  # a loss that needs the model (HybridLoss: its schedule)
+            self.loss.bind(self)
         self.optimizer = optimizers_mod.get(optimizer)
         self.ema = ExponentialMovingAverage(ema) if ema else None
         return self

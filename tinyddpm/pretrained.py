@@ -38,7 +38,8 @@ def model_from_checkpoint(path):
         from .unet_improved import build_improved_model
 
         model = build_improved_model(**{k: config[k] for k in (
-            "T", "widths", "attention", "heads", "dropout", "groups", "schedule")})
+            "T", "widths", "attention", "heads", "dropout", "groups", "schedule")},
+            learn_sigma=config.get("learn_sigma", False))
         return model, load_checkpoint(path, model)
     if kind not in ("book", "conditional"):
         raise CheckpointError(f"{str(path)!r} is not a diffusion model to sample: it "

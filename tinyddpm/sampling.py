@@ -129,7 +129,7 @@ def _labels(model, label, batch_size):
     return np.array(label)
 
 
-def _predict_noise(model, X, t, label=None, guidance=1.0):
+def _predict_noise(model, X, t, label=None, guidance=1.0, with_v=False):
     """eps_theta(x_t, t) for a whole batch at one time step t, in inference mode.
 
     A class-conditional model (``num_classes`` set) mixes its conditional and unconditional
@@ -140,14 +140,27 @@ def _predict_noise(model, X, t, label=None, guidance=1.0):
     w = 0: unconditional (also what ``label=None`` gives); w = 1: plain conditional; w > 1:
     pushed further towards the class. Both predictions come from one call on a doubled batch.
     Any callable that maps ``{"X_noisy": X, "time": t}`` to the noise works as a model.
+
+    A model that learns its variances (``model.learns_sigma``; its output has eps and v) gives
+    eps here, and ``(eps, v)`` with ``with_v=True``.
     """
     from .nn import Module
     from .tensor import Tensor, no_grad
+
+    learned = bool(getattr(model, "learns_sigma", False))
+    if with_v and not learned:
+        raise ValueError("this model does not learn its variances (build_improved_model("
+                         "learn_sigma=True) does)")
+    variances = []
 
     def run(inputs):  # always in inference mode, whatever mode the model was left in
         with no_grad():
             out = model(inputs, training=False) if isinstance(model, Module) else model(inputs)
         out = out.data if isinstance(out, Tensor) else out
+        channels = inputs["X_noisy"].shape[-1]
+        if learned and isinstance(out, np.ndarray) and out.shape[-1] == 2 * channels:
+            out, v = out[..., :channels], out[..., channels:]
+            variances.append(v)
         if not isinstance(out, np.ndarray) or out.shape != inputs["X_noisy"].shape or \
                 out.dtype.kind != "f":
             raise TypeError(f"model: called on {{'X_noisy': {inputs['X_noisy'].shape}, 'time': "
@@ -160,7 +173,8 @@ def _predict_noise(model, X, t, label=None, guidance=1.0):
     time = np.full(n, t, dtype=np.int64)
     num_classes = getattr(model, "num_classes", None)
     if num_classes is None:
-        return run({"X_noisy": X, "time": time})
+        eps = run({"X_noisy": X, "time": time})
+        return (eps, variances[0]) if with_v else eps
     null = np.full(n, num_classes, dtype=np.int64)
     if label is None or guidance == 0:
         return run({"X_noisy": X, "time": time, "label": null})
@@ -307,6 +321,26 @@ def respaced_ddpm_step(X, x0, abar_t, abar_s, z):
     mean = (abar_s ** 0.5 * beta / (1 - abar_t) * x0
             + (1 - beta) ** 0.5 * (1 - abar_s) / (1 - abar_t) * X)
     return (mean + beta ** 0.5 * z if z is not None else mean).astype(np.float32)
+
+
+def learned_variance_step(X, x0, v, abar_t, abar_s, z):
+    """One ancestral step from t to an earlier s with the model's learned variance (Nichol &
+    Dhariwal, 2021, section 4 and eq. 15): the mean of :func:`respaced_ddpm_step` (the posterior
+    mean on the subsequence's betas), and the variance interpolated, per pixel, between the
+    subsequence's beta'_t and its posterior variance beta~'_t by the model's output v:
+
+        beta'_t = 1 - abar_t / abar_s,    beta~'_t = (1 - abar_s) / (1 - abar_t) beta'_t
+        Sigma = exp(v' log beta'_t + (1 - v') log beta~'_t),    v' = (v + 1) / 2
+        x_s = mean + sqrt(Sigma) z            (z = None at the last step, s = 0: x_s = mean)
+    """
+    mean = respaced_ddpm_step(X, x0, abar_t, abar_s, None)
+    if z is None:
+        return mean
+    beta = 1 - abar_t / abar_s
+    beta_tilde = (1 - abar_s) / (1 - abar_t) * beta
+    frac = (v + 1) / 2
+    log_var = frac * math.log(beta) + (1 - frac) * math.log(beta_tilde)
+    return (mean + np.exp(0.5 * log_var) * z).astype(np.float32)
 
 
 def ddim_step(X, eps, abar_t, abar_prev, eta=0.0, clip=True, z=None):
@@ -466,6 +500,12 @@ def _ddpm_respaced(X, t, s, run):
                               run.noise(X) if s > 0 else None)
 
 
+def _iddpm(X, t, s, run):
+    _, x0, v = run.predict_v(X, t)
+    return learned_variance_step(X, x0, v, float(run.abar[t]), float(run.abar[s]),
+                                 run.noise(X) if s > 0 else None)
+
+
 def _ddim(X, t, s, run):
     z = run.noise(X) if run.eta > 0 else None
     return ddim_step(X, run.eps_only(X, t), float(run.abar[t]), float(run.abar[s]), run.eta,
@@ -484,6 +524,7 @@ class Sampler:
 SAMPLERS = {s.name: s for s in [
     Sampler("ddpm", _ddpm, None),
     Sampler("ddpm-respaced", _ddpm_respaced, "trailing"),
+    Sampler("iddpm", _iddpm, "linspace"),   # ends at t = 1, as the paper's respacing
     Sampler("ddim", _ddim, "trailing"),
     Sampler("dpm-solver-2", lambda X, t, s, run: dpm_solver_2_step(X, t, s, run.predict,
                                                                     run.process), "karras", 2),
@@ -513,7 +554,8 @@ def sample(model, n=64, sampler=DEFAULT_SAMPLER, steps=None, spacing=None, eta=0
             x = step(x, t, s)
 
     ``sampler``: "ddpm" (the slide's loop: all T - 1 steps, so no ``steps`` or ``spacing``),
-    "ddpm-respaced", "ddim" (with ``eta``), "dpm-solver-2", "dpm++2m", "euler" or "heun".
+    "ddpm-respaced", "iddpm" (ancestral with the model's learned variance: a model built with
+    ``learn_sigma=True``), "ddim" (with ``eta``), "dpm-solver-2", "dpm++2m", "euler" or "heun".
     ``steps``: time steps visited (default :data:`DEFAULT_STEPS`); the model is called once a
     step (twice for "dpm-solver-2" and "heun", except at the last step). ``spacing``: see
     :func:`timesteps`; None takes the sampler's default. ``clip``: clip the x_0 estimate to
@@ -576,6 +618,10 @@ def sample(model, n=64, sampler=DEFAULT_SAMPLER, steps=None, spacing=None, eta=0
                          "False (no clipping), got 0")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if sampler == "iddpm" and not getattr(model, "learns_sigma", False):
+        raise ValueError("the iddpm sampler uses the variance a model learned: build it with "
+                         "build_improved_model(learn_sigma=True) (train it with HybridLoss); "
+                         "for this model use ddpm-respaced")
     label = _labels(model, label, n)
     alpha, abar, beta = model_schedule(model, T, schedule)
     T = len(abar) - 1
@@ -597,18 +643,23 @@ def sample(model, n=64, sampler=DEFAULT_SAMPLER, steps=None, spacing=None, eta=0
     def eps_only(X, t):
         return _predict_noise(model, X, t, label, guidance)
 
-    def predict(X, t):
+    def predict(X, t, eps=None):
         """(eps, x0) at t, the x_0 estimate clipped and eps recomputed from it."""
-        eps = eps_only(X, t)
+        eps = eps_only(X, t) if eps is None else eps
         x0 = process.x0(X, t, eps)
         if bound is not None:
             x0 = np.clip(x0, -bound, bound)
             eps = process.eps(X, t, x0)
         return eps, x0
 
+    def predict_v(X, t):
+        """(eps, x0, v) at t: predict's, and the learned variance's v."""
+        eps, v = _predict_noise(model, X, t, label, guidance, with_v=True)
+        return (*predict(X, t, eps), v)
+
     rng = np.random.default_rng(seed)
     X = rng.standard_normal(_sample_shape(model, n), dtype=np.float32)
-    run = _Run(predict=predict, eps_only=eps_only, process=process, alpha=alpha, abar=abar,
+    run = _Run(predict=predict, predict_v=predict_v, eps_only=eps_only, process=process, alpha=alpha, abar=abar,
                beta=beta, eta=eta, clip=clip,
                noise=lambda X: rng.standard_normal(X.shape, dtype=np.float32))
     pairs = list(zip(ts, [*ts[1:], 0]))

@@ -14,6 +14,10 @@ Changes from the book's U-Net (``unet.py``), each from the papers:
 
 Inputs ``{"X_noisy": (N, 28, 28, 1) float32, "time": (N,) int in 0..T}``; output the predicted
 noise, (N, 28, 28, 1). Resolutions 28 -> 14 -> 7 and back, with skip connections concatenated.
+With ``learn_sigma=True`` the output has a second channel, v, the learned variance's
+interpolation between beta_t and beta_tilde_t (Nichol & Dhariwal 2021, eq. 15; trained with
+:class:`tinyddpm.losses.HybridLoss`): (N, 28, 28, 2), eps then v. The samplers take the eps
+channel; ``sample(model, n, "iddpm")`` and the likelihood also use v.
 """
 from __future__ import annotations
 
@@ -76,7 +80,7 @@ class ImprovedUNet(Model):
     the resolutions (side lengths) that get an attention block after each residual block."""
 
     def __init__(self, T=4000, widths=(32, 64, 96), attention=(14, 7), heads=4, dropout=0.1,
-                 groups=8, schedule=None):
+                 groups=8, schedule=None, learn_sigma=False):
         super().__init__()
         widths, attention = [int(w) for w in widths], [int(a) for a in attention]
         if len(widths) != 3:
@@ -85,6 +89,8 @@ class ImprovedUNet(Model):
         self.config = {"model": "improved", "T": int(T), "widths": widths,
                        "attention": attention, "heads": int(heads), "dropout": float(dropout),
                        "groups": int(groups), "schedule": schedule_spec(schedule)}
+        if learn_sigma:  # in the config only when used
+            self.config["learn_sigma"] = True
         self.image_shape, self.num_classes = (28, 28, 1), None
         emb = 4 * widths[0]
         self.time_encoding = nn.TimeEncoding(T, widths[0])
@@ -112,11 +118,15 @@ class ImprovedUNet(Model):
             setattr(self, f"upsample{i}", us)
             setattr(self, f"upconv{i}", uc)
         self.norm_out = nn.GroupNormalization(groups)
-        self.conv_out = nn.Conv2D(1, 3, padding="same")
+        self.conv_out = nn.Conv2D(2 if learn_sigma else 1, 3, padding="same")
 
     @property
     def conditional(self):
         return False
+
+    @property
+    def learns_sigma(self):
+        return bool(self.config.get("learn_sigma"))
 
     @staticmethod
     def _apply(pair, z, emb):
@@ -144,12 +154,14 @@ class ImprovedUNet(Model):
 
 
 def build_improved_model(T=4000, widths=(32, 64, 96), attention=(14, 7), heads=4, dropout=0.1,
-                         groups=8, seed=None, schedule=None):
+                         groups=8, seed=None, schedule=None, learn_sigma=False):
     """The improved U-Net (see the module docstring), built (weights created).
 
     ``widths`` (3 ints, each divisible by ``groups`` and by ``heads`` where attention is used):
     channels at 28x28, 14x14, 7x7. ``attention``: sides among (28, 14, 7) with self-attention.
-    ``dropout`` in [0, 1). Errors: ValueError for widths that groups or heads cannot split.
+    ``dropout`` in [0, 1). ``learn_sigma``: also output v (see the module docstring; train
+    with :class:`tinyddpm.losses.HybridLoss`). Errors: ValueError for widths that groups or
+    heads cannot split.
     """
     for w in widths:
         if int(w) % int(groups):
@@ -157,7 +169,7 @@ def build_improved_model(T=4000, widths=(32, 64, 96), attention=(14, 7), heads=4
                              f"groups={groups}")
     if seed is not None:
         nn.set_seed(seed)
-    model = ImprovedUNet(T, widths, attention, heads, dropout, groups, schedule)
+    model = ImprovedUNet(T, widths, attention, heads, dropout, groups, schedule, learn_sigma)
     model(dummy_inputs(model))
     return model
 
