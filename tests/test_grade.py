@@ -601,3 +601,54 @@ def test_short_files_are_not_similar_by_necessity(tmp_path):
 
     codes = {k: f"import sys\nprint({i})\nsys.exit({i})\n" for i, k in enumerate("abcd")}
     assert integrity.similar_pairs(codes) == []
+
+
+# ------------------------------------------------------- what is wrong everywhere is charged
+def with_functions(key, tmp_path, **bodies):
+    """The solution of ``key`` with the named functions' bodies replaced."""
+    import re
+
+    source = (SOLUTIONS / f"{key}.py").read_text()
+    for name, body in bodies.items():
+        match = re.search(rf"^def {name}\(.*?(?=^def |^if __name__|\Z)", source, re.S | re.M)
+        signature = source[match.start():source.index("\n", match.start())]
+        source = (source[:match.start()] + signature + "\n" + textwrap.indent(body, "    ")
+                  + "\n\n\n" + source[match.end():])
+    path = tmp_path / f"{key}.py"
+    path.write_text(source)
+    return path
+
+
+@pytest.mark.parametrize("bodies", [
+    {"topological_order": "return [root]", "backward": "pass"},
+    {"backward": "root.grad = 1.0"},                     # a correct order, no _backward called
+    {"topological_order": "return []"},
+])
+def test_a_backward_pass_that_computes_no_gradient_scores_little(bodies, tmp_path):
+    report = grade("07_autograd_backward", with_functions("07_autograd_backward", tmp_path,
+                                                          **bodies))
+    assert report.total <= 2, report.format()
+    assert "call each node's _backward" in failed(report)["root_grad"]
+    assert not any(c.passed and c.message for c in report.checks), report.format()
+
+
+def test_a_mistake_charged_elsewhere_is_marked_counted_never_ok(tmp_path):
+    path = with_functions("08_unbroadcast", tmp_path, unbroadcast=(
+        "extra = grad.ndim - len(shape)\nreturn grad.sum(axis=tuple(range(extra)))"))
+    report = grade("08_unbroadcast", path)
+    both = next(c for c in report.checks if c.id == "both")
+    assert both.passed and "counted under size_one_axes" in both.message
+    assert "ok*  3/3  both" in report.format() and report.total == 8
+
+
+def test_assignment_9_gives_its_other_points_only_to_a_real_forward(tmp_path):
+    zeros = with_functions("09_custom_op", tmp_path, forward="return np.zeros_like(x)",
+                           backward="return np.zeros_like(x)")
+    report = grade("09_custom_op", zeros)
+    assert report.total == 1, report.format()       # the op's name only
+    assert "not scored" in failed(report)["gradient_check"]
+    wrong_backward = with_functions("09_custom_op", tmp_path,
+                                    backward="return grad * np.exp(-np.logaddexp(0, x))")
+    messages = failed(grade("09_custom_op", wrong_backward))
+    assert set(messages) == {"backward", "gradient_check"}
+    assert "a gradient check of your op would have caught it" in messages["gradient_check"]

@@ -1,4 +1,4 @@
-"""Assignment 8: the backward pass of broadcasting, `unbroadcast` (the engine, lesson 3).
+"""Assignment 8: the backward pass of broadcasting, `unbroadcast` (the engine, lessons 3 and 12).
 
 Fill in `unbroadcast` below, then check your work with the autograder:
 

@@ -1,6 +1,6 @@
 """Assignment 9: an op of your choice, forward and backward, checked by a gradient check.
 
-(The engine: lesson 3.)
+(The engine: lessons 3 and 12; lesson 12 builds a scalar engine step by step.)
 
 Choose one activation function below, set OP to its name, fill in `forward` and `backward`, then
 check your work with the autograder:

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .framework import Assignment, Fail, call, close, register, tuple_of
+from .framework import Assignment, Counted, Fail, call, close, register, tuple_of
 
 A7 = register(Assignment(7, "autograd_backward", "The backward pass, in topological order",
                          "Building the Model (the engine)", ["topological_order", "backward"],
@@ -145,7 +145,10 @@ def alternatives(program, inputs, positions=None):
             post.append(k)
         visit(root)
         out["no_visited_set"] = replay(program, inputs, post[::-1])
-    if positions is not None and len(positions) == n + len(program) + 1:
+    if positions is not None and len(positions) == n + len(program) + 1 and \
+            all(positions[k] >= 0 for k in reachable(program, n)):
+        # the student's own order, when it holds every node (a wrong order, charged at
+        # topological_order; an order that leaves nodes out loses their gradients everywhere)
         own = sorted((int(pos), k) for k, pos in enumerate(positions[:-1]) if pos >= 0)
         out["own_order"] = replay(program, inputs, [k for _, k in own][::-1])
     return out
@@ -169,17 +172,21 @@ def compare_grads(r, i, name, charged=(), hints=()):
     if grads.shape != want.shape:
         raise Fail(f"run gave {grads.size} input gradients for {len(inputs)} inputs")
     known = alternatives(program, inputs, positions)
-    mistakes = [(np.zeros_like(want), "every gradient is 0: set root.grad = 1 before calling "
-                                      "the _backward functions")] if "no_root_grad" in hints \
-        else []
+    mistakes = [(np.zeros_like(want), "every gradient is 0: set root.grad = 1, then call "
+                                      "each node's _backward, for node in "
+                                      "reversed(topological_order(root))")]
     mistakes += [(known[k], HINTS[k]) for k in hints if k in known and k in HINTS]
     close(grads, want, "the gradient of each input", rtol=1e-5, atol=1e-6,
           context=f"({name} graph)", mistakes=mistakes,
-          accept=[known[k] for k in charged if k in known])
+          accept=[(known[k], CHARGED_AT[k]) for k in charged if k in known])
 
 
 ORDER_MISTAKES = ("forward_order", "breadth_first", "no_visited_set")
-EVERY = ("no_root_grad", *ORDER_MISTAKES, "own_order")
+# A backward pass that leaves every gradient 0 (no root.grad = 1, or no _backward called) is
+# wrong everywhere, so no check accepts it: only an order's mistakes are charged once.
+EVERY = (*ORDER_MISTAKES, "own_order")
+CHARGED_AT = {"forward_order": "node_used_twice", "breadth_first": "node_used_twice",
+              "no_visited_set": "node_used_twice", "own_order": "topological_order"}
 
 
 @A7.check("root_grad", 1, "backward starts with root.grad = 1: d tanh(x)/dx",
@@ -225,12 +232,6 @@ def _(r):
             raise Fail(f"the root is not last in topological_order ({name} graph)")
 
 
-def no_root_grad(r, i):
-    """Whether the tanh graph's gradient came back 0: root.grad = 1 is missing (root_grad's)."""
-    _, grads, _ = result(r, i, "tanh")
-    return grads.size == 1 and grads[0] == 0
-
-
 def repeats(r, i):
     """Whether topological_order gave the diamond graph's nodes more than once (no visited set:
     the topological_order check's)."""
@@ -241,14 +242,12 @@ def repeats(r, i):
 
 @A7.check("node_used_twice", 2, "a node used by two others gets both gradients, before passing "
                                 "its own on (d = a b; e = d + d c; and x * x)",
-          lambda: [run_call("tanh"), run_call("diamond"), run_call("square"),
-                   run_call("shared")])
+          lambda: [run_call("diamond"), run_call("square"), run_call("shared")])
 def _(r):
-    no_root = no_root_grad(r, 0)
-    if repeats(r, 1):
-        return     # no visited set: each node's _backward runs once per path; charged there
-    charged = ["own_order"] + (["no_root_grad"] if no_root else [])
-    for i, name in enumerate(("diamond", "square", "shared"), start=1):
+    if repeats(r, 0):   # no visited set: each node's _backward runs once per path
+        raise Counted("topological_order")
+    charged = ["own_order"]
+    for i, name in enumerate(("diamond", "square", "shared")):
         compare_grads(r, i, name, charged=charged,
                       hints=[k for k in ORDER_MISTAKES if k not in charged])
 
@@ -265,8 +264,8 @@ def _(r):
     try:
         compare_grads(r, 1, "deep", charged=EVERY)
     except Fail as exc:
-        if repeats(r, 0):
-            return        # no visited set: 2^3000 paths; the topological_order check's mistake
+        if repeats(r, 0):  # no visited set: 2^3000 paths; the topological_order check's mistake
+            raise Counted("topological_order") from None
         if "RecursionError" in str(exc):
             raise Fail(f"{exc}\nhint: Python stops at about 1,000 nested calls; walk the graph "
                        "with your own stack (a list) instead of recursion") from None

@@ -2,7 +2,7 @@
 checked against :func:`tinyddpm.ops.unbroadcast`."""
 import numpy as np
 
-from .framework import Assignment, Fail, array, call, close, register
+from .framework import Assignment, Counted, Fail, array, call, close, register
 
 A8 = register(Assignment(8, "unbroadcast", "The backward pass of broadcasting",
                          "Building the Model (the engine)", ["unbroadcast"], 30))
@@ -93,7 +93,7 @@ def _(r):
                                                                atol=1e-6))
             or (out.shape == leading_only(g, shape).shape
                 and np.allclose(out, leading_only(g, shape), rtol=1e-5, atol=1e-6))):
-        return
+        raise Counted("size_one_axes")
     compare(r, 0, "both")
 
 

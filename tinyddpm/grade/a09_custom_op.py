@@ -84,28 +84,36 @@ def _(r):
               (g * OPS[name][0](x(2)), "that is grad * f(x): the derivative is missing")])
 
 
+def require_a_forward(r, i, what):
+    """The points for ``what`` go with a forward that computes one of the ops offered."""
+    if not any(matches(r[i], OPS[k][0](x(1))) for k in OPS):
+        raise Fail(f"not scored: {what} counts only once forward(x) computes one of the ops "
+                   "offered (see the forward check)")
+
+
 @A9.check("gradient_check", 2, "backward agrees with central differences of your own forward",
-          lambda: [call("forward", x(4) + H), call("forward", x(4) - H),
-                   call("backward", x(4), np.ones_like(x(4))), call("forward", x(4))])
+          lambda: [call("forward", x(1)), call("forward", x(4) + H), call("forward", x(4) - H),
+                   call("backward", x(4), np.ones_like(x(4)))])
 def _(r):
-    up, down = array(r[0], "forward(x + h)", x(4).shape), array(r[1], "forward(x - h)",
+    require_a_forward(r, 0, "the gradient check")
+    up, down = array(r[1], "forward(x + h)", x(4).shape), array(r[2], "forward(x - h)",
                                                                  x(4).shape)
-    back = array(r[2], "backward(x, 1)", x(4).shape)
+    back = array(r[3], "backward(x, 1)", x(4).shape)
     # a forward or a backward that is exactly one op's (and the other wrong) is the forward or
     # backward check's mistake, charged there once
-    if any(matches(r[3], OPS[k][0](x(4))) or matches(back, OPS[k][1](x(4))) for k in OPS):
-        return
     numeric = (up.astype(np.float64) - down) / (2 * H)
     close(back, numeric, "backward(x, 1)", rtol=1e-4, atol=1e-6,
           context="(compared with (forward(x + h) - forward(x - h)) / 2h, h = 1e-5, "
-                  "your forward)")
+                  "your forward; a gradient check of your op would have caught it)")
 
 
 @A9.check("large_inputs", 1, "finite forward and backward at x = -1000, -50, 50, 1000",
-          lambda: [call("forward", np.array([-1000.0, -50.0, 50.0, 1000.0])),
+          lambda: [call("forward", x(1)),
+                   call("forward", np.array([-1000.0, -50.0, 50.0, 1000.0])),
                    call("backward", np.array([-1000.0, -50.0, 50.0, 1000.0]), np.ones(4))])
 def _(r):
-    for i, what in enumerate(("forward", "backward")):
+    require_a_forward(r, 0, "stability")
+    for i, what in enumerate(("forward", "backward"), start=1):
         out = array(r[i], f"{what}([-1000, -50, 50, 1000])", (4,))
         if not np.all(np.isfinite(out)):
             raise Fail(f"{what}([-1000, -50, 50, 1000]) gave {out.tolist()}\nhint: np.exp of a "
@@ -114,8 +122,9 @@ def _(r):
 
 
 @A9.check("dtype", 1, "float32 in, float32 out, both functions",
-          lambda: [call("forward", x(5, dtype=np.float32)),
+          lambda: [call("forward", x(1)), call("forward", x(5, dtype=np.float32)),
                    call("backward", x(5, dtype=np.float32), x(6, dtype=np.float32))])
 def _(r):
-    array(r[0], "forward(float32 x)", dtype=np.float32)
-    array(r[1], "backward(float32 x, float32 grad)", dtype=np.float32)
+    require_a_forward(r, 0, "the dtype")
+    array(r[1], "forward(float32 x)", dtype=np.float32)
+    array(r[2], "backward(float32 x, float32 grad)", dtype=np.float32)

@@ -14,12 +14,24 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["ASSIGNMENTS", "Assignment", "Call", "CheckResult", "Fail", "FakeModel", "Opaque",
+__all__ = ["ASSIGNMENTS", "Assignment", "Call", "CheckResult", "Counted", "Fail", "FakeModel",
+           "Opaque",
            "RecordingRng", "Report", "Results", "Rng", "find_assignment"]
 
 
 class Fail(Exception):
     """A check failed; the message is shown to the student."""
+
+
+class Counted(Exception):
+    """The check's result is wrong only through a mistake that another check (``under``)
+    already charges: one mistake costs points once, so this check keeps its points, and the
+    report says so instead of "ok"."""
+
+    def __init__(self, under="another check"):
+        self.under = under
+        super().__init__(f"counted under {under}: wrong here only through the mistake that "
+                         f"check charges (one mistake costs points once)")
 
 
 # --------------------------------------------------------------------------- calls
@@ -210,7 +222,7 @@ class Report:
         lines.extend(f"  ! {w}" for w in self.warnings)
         width = max((len(c.id) for c in self.checks), default=0)
         for c in self.checks:
-            mark = "ok  " if c.passed else "FAIL"
+            mark = "FAIL" if not c.passed else "ok* " if c.message else "ok  "
             lines.append(f"  {mark} {num(c.points)}/{num(c.max_points)}  {c.id:<{width}}  "
                          f"{c.description}")
             if c.message:
@@ -259,7 +271,8 @@ def close(got, expected, what, rtol=1e-5, atol=1e-6, where=None, mistakes=(), co
     ``where(idx) -> str`` names an element (default "element (i, j, ...)"); ``mistakes`` is a list
     of (wrong_expected, hint): when ``got`` matches one (with the same tolerance), the hint is
     added. ``accept``: results of mistakes that another check already charges (one mistake costs
-    points once): ``got`` matching one of them passes here.
+    points once), each an array or (array, the id of the check that charges it): ``got``
+    matching one of them raises :class:`Counted` (the check keeps its points, marked as such).
     """
     try:
         got = np.asarray(got, dtype=np.float64)
@@ -269,9 +282,10 @@ def close(got, expected, what, rtol=1e-5, atol=1e-6, where=None, mistakes=(), co
     expected = np.asarray(expected, dtype=np.float64)
     if got.shape != expected.shape:
         raise Fail(f"{what} has the wrong shape: expected {expected.shape}, got {got.shape}")
-    if any(np.shape(a) == got.shape and np.allclose(got, a, rtol=rtol, atol=atol, equal_nan=True)
-           for a in accept):
-        return                                   # a mistake another check charges
+    for a in accept:
+        a, under = a if isinstance(a, tuple) else (a, "another check")
+        if np.shape(a) == got.shape and np.allclose(got, a, rtol=rtol, atol=atol, equal_nan=True):
+            raise Counted(under)                 # a mistake another check charges
     where = where or (lambda idx: f"element {index(idx)}")
     suffix = f" {context}" if context else ""
     for bad, label in ((np.isnan(got), "NaN"), (np.isinf(got) & np.isfinite(expected), "inf")):

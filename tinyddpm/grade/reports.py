@@ -22,7 +22,7 @@ def notes(report):
     """Every failed check's full message, one per line, after the file-level error."""
     lines = [report.error] if report.error else []
     lines += list(report.warnings)
-    lines += [f"{c.id}: {c.message}" for c in report.checks if not c.passed and c.message]
+    lines += [f"{c.id}: {c.message}" for c in report.checks if c.message]  # failed, or counted
     return "\n".join(lines)
 
 
@@ -63,7 +63,7 @@ def feedback(report, assignment):
     for c in report.checks:
         lines.append(f"| `{c.id}` | {num(c.points)}/{num(c.max_points)} | "
                      f"{c.description.replace('|', '/')} |")
-    failed = [c for c in report.checks if not c.passed]
+    failed = [c for c in report.checks if not c.passed or c.message]   # failed, or counted
     if failed:
         lines += ["", "## What to fix", ""]
         for c in failed:

@@ -9,7 +9,8 @@ import signal
 import tempfile
 
 from .channel import Reader, Unreadable, clean, error_message
-from .framework import Assignment, CheckResult, Fail, Report, Results, find_assignment, num
+from .framework import (Assignment, CheckResult, Counted, Fail, Report, Results, find_assignment,
+                        num)
 from .sandbox import (DEFAULT_FILE_LIMIT, DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT,  # noqa: F401
                       reset_stop, run_child, sandbox_mode, stop_all)
 
@@ -231,6 +232,8 @@ def _decide(check, data, reader, folder, time_limit, memory_limit, kinds):
         check.judge(Results(outcomes))
     except Fail as exc:
         return False, str(exc)
+    except Counted as exc:
+        return True, str(exc)
     return True, ""
 
 

@@ -6,7 +6,7 @@
 ### END SOLUTION
 """Assignment 7: the backward pass of an autograd engine, in topological order.
 
-(The engine: lesson 3.)
+(The engine: lessons 3 and 12; lesson 12 builds a scalar engine step by step.)
 
 Fill in `topological_order` and `backward` below, then check your work with the autograder:
 

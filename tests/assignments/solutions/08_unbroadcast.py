@@ -4,7 +4,7 @@
 (The student's file lessons/assignments/08_unbroadcast.py is made from this one: python -m tinyddpm.grade.assign.)
 """
 ### END SOLUTION
-"""Assignment 8: the backward pass of broadcasting, `unbroadcast` (the engine, lesson 3).
+"""Assignment 8: the backward pass of broadcasting, `unbroadcast` (the engine, lessons 3 and 12).
 
 Fill in `unbroadcast` below, then check your work with the autograder:
 
