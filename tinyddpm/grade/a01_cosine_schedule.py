@@ -68,7 +68,7 @@ def _(r):
     array(alpha_cumprod, "alpha_cumprod", (4001,))
     f, ratio, _ = parts(4000)
     # no clip at all (alpha unclipped too) is the max_beta check's mistake, charged there once
-    accept = [f / f[0]] if unclipped(alpha, 4000) else []
+    accept = [(f / f[0], "max_beta")] if unclipped(alpha, 4000) else []
     # relative tolerance only: alpha_bar_T is ~1.5e-10 after the clip, 0 without it
     close(alpha_cumprod, reference(4000)[1], "alpha_cumprod", rtol=1e-3, atol=1e-13,
           where=t_at, accept=accept, mistakes=[
@@ -85,7 +85,7 @@ def _(r):
     array(alpha, "alpha", (4001,))
     array(beta, "beta", (4001,))
     close(alpha, reference(4000)[0], "alpha", rtol=1e-5, atol=1e-6, where=t_at,
-          accept=[parts(4000)[1]])              # unclipped: the max_beta check's mistake
+          accept=[(parts(4000)[1], "max_beta")])          # unclipped: max_beta's mistake
     close(beta, 1 - np.asarray(alpha, np.float64), "beta", rtol=1e-4, atol=1e-6, where=t_at,
           context="(beta_t = 1 - alpha_t, from your alpha)")
 
@@ -116,4 +116,4 @@ def _(r):
         for name, a, want in zip(NAMES, schedule(r[i]), ref):
             array(a, f"{name} ({label})", (T + 1,))
             close(a, want, name, rtol=1e-3, atol=1e-6, where=t_at, context=label,
-                  accept=accepted[name])
+                  accept=[(a, "the checks above") for a in accepted[name]])

@@ -123,8 +123,8 @@ def _(r):
     close(dgamma, reference(x, gamma, dy)[1], "dgamma", rtol=1e-6, atol=1e-8, mistakes=[
         ((dy * x).sum(axis=(0, 1, 2)), "use the normalised x_hat = (x - mean) / sqrt(var + eps), "
                                        "not x")],
-        accept=[dgamma_over(x, dy, axes) for axes in WRONG_AXES]    # the dx check's mistakes
-        + [dgamma_over(x, dy, all_but_last(x), ddof=1)])
+        accept=[(dgamma_over(x, dy, axes), "dx") for axes in WRONG_AXES]  # dx's mistakes
+        + [(dgamma_over(x, dy, all_but_last(x), ddof=1), "dx")])
 
 
 @A4.check("dx", 4, "dx, through the batch mean and variance too", lambda: [backward(*CASES["dx"])])
@@ -160,4 +160,4 @@ def _(r):
     for name, a, want, accept in zip(("dx", "dgamma", "dbeta"), (dx, dgamma, dbeta), ref,
                                      accepted):
         close(a, want, name, rtol=1e-5, atol=1e-8, context="for x of shape (16, 4)",
-              accept=accept)
+              accept=[(a, "the 4-d checks") for a in accept])

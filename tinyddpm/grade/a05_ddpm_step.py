@@ -70,7 +70,7 @@ def _(r):
     s, t = sched(1000), 500
     close(step_result(r[0], x), reference(x, eps, t, s, z), "x_{t-1}", rtol=1e-4, atol=1e-5,
           context="at t=500", mistakes=formula_mistakes(x, eps, t, s, z),
-          accept=[m for m, _ in index_mistakes(x, eps, t, s, z)])
+          accept=[(m, "step_each_t") for m, _ in index_mistakes(x, eps, t, s, z)])
 
 
 STEP_TIMES = (1, 2, 10, 999)
@@ -87,7 +87,7 @@ def _(r):
             known = index_mistakes(x, eps, t, s, z)
         close(step_result(r[i], x), reference(x, eps, t, s, z), "x_{t-1}", rtol=1e-4, atol=1e-5,
               context=f"at t={t}", mistakes=known,
-              accept=[m for m, _ in formula_mistakes(x, eps, t, s, z)])
+              accept=[(m, "step_value") for m, _ in formula_mistakes(x, eps, t, s, z)])
 
 
 @A5.check("step_noise", 1, "with x_t = 0 and eps = 0 the step returns sqrt(beta_t) z",
@@ -99,7 +99,8 @@ def _(r):
     s = sched(1000)
     close(step_result(r[0], z), np.sqrt(s[2][700]) * z, "x_{t-1}", rtol=1e-4, atol=1e-6,
           context="with x_t = 0, eps = 0, t=700",
-          accept=[m for m, _ in formula_mistakes(zero, zero, 700, s, z)])
+          accept=[(m, "step_value") for m, _ in
+                                    formula_mistakes(zero, zero, 700, s, z)])
 
 
 # --------------------------------------------------------------------------- the loop
@@ -201,4 +202,5 @@ def _(r):
     # compared with the slide's loop over the student's own time steps (loop_times charges
     # those) and its own draws; noise at the last step is loop_last_step's to charge
     close(out, replay(x_T(20), T, calls, draws), "the result of generate", rtol=1e-3, atol=1e-4,
-          context=f"with T={T}", accept=[replay(x_T(20), T, calls, draws, last_noise=True)])
+          context=f"with T={T}", accept=[(replay(x_T(20), T, calls, draws, last_noise=True),
+                                              "loop_last_step")])

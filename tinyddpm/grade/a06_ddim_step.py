@@ -100,7 +100,7 @@ def _(r):
     a = abar(40)
     close(step(r, 3), reference(x, eps, a, 1.0, True), "x_0", rtol=1e-4, atol=1e-5,
           context="with abar_t' = 1 (the last step)",
-          accept=[m for m, _ in clip_mistakes(x, eps, a, 1.0)])   # the clip check's
+          accept=[(m, "clip") for m, _ in clip_mistakes(x, eps, a, 1.0)])   # the clip check's
 
 
 @A6.check("no_nan_near_T", 1, "no NaN or inf near t = T, where abar_t ~ 1e-7 (clip=True)",
@@ -109,4 +109,4 @@ def _(r):
     x, eps = inputs(4)
     a, b = abar(3999), abar(3919)
     close(step(r, 4), reference(x, eps, a, b, True), "x_{t'}", rtol=1e-3, atol=1e-4,
-          context="at t=3999 -> 3919", accept=[m for m, _ in clip_mistakes(x, eps, a, b)])
+          context="at t=3999 -> 3919", accept=[(m, "clip") for m, _ in clip_mistakes(x, eps, a, b)])
