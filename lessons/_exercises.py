@@ -1,6 +1,9 @@
 """Exercises in the lessons: answer cells, check cells and their solutions, in one format.
 
-A lesson ends with a ``## Exercises`` section. Each exercise is three cells:
+A lesson ends with a ``## Exercises`` section (at least two exercises); an exercise may also
+sit inside the lesson, where the student writes a piece that the lesson goes on with (lesson
+12: the engine). Exercises are numbered 1, 2, ... in the order of the notebook. Each exercise
+is three cells:
 
 1. a Markdown cell ``### Exercise K: title`` with the task;
 2. a code cell tagged ``answer`` where the student replaces the ``...`` (Ellipsis) placeholders;

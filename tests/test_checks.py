@@ -427,3 +427,117 @@ def test_check_conv2d_gradients():
             lambda x, dy, kh, kw, s, p: kernel_grad(x, dy, kh, kw, s, p)[::-1, ::-1])
     with pytest.raises(AssertionError, match="returned None"):
         checks.check_conv2d_kernel_grad(lambda *args: None)
+
+
+# --------------------------------------------------------------------------- robustness
+class ReturnsBase(Value):
+    """Its operators are inherited and build plain Value objects."""
+
+    def _make(self, data, prev, op, local):
+        return Value._make(Value(0.0), data, prev, op, local)
+
+
+class WalksFromTheRootSubclass(ReturnsBase):
+    backward = BreadthFirst.backward
+
+
+def test_checks_name_the_subclass_trap():
+    """A subclass overriding backward whose ops build base-class results: the root's backward
+    is the base class's, so the override is never tested; the check says so."""
+    with pytest.raises(AssertionError, match=r"your ops return <Value>, not "
+                                             r"<WalksFromTheRootSubclass>"):
+        checks.check_backward(WalksFromTheRootSubclass)
+    with pytest.raises(AssertionError, match=r"check_value\(mul\): your ops return <Value>"):
+        checks.check_value(ReturnsBase, ops=("mul",))
+
+
+def _raises(x, kh, kw, stride, pads):
+    raise IndexError("index 7 is out of bounds")
+
+
+def _mutates(grad, shape):
+    out = unbroadcast(grad.copy(), shape)
+    grad *= 0
+    return out
+
+
+def test_checks_wrap_a_raising_a_wrongly_signed_or_a_mutating_function():
+    with pytest.raises(AssertionError, match=r"(?s)check_im2col\(one channel.*IndexError: index "
+                                             r"7.*expected signature: im2col\(x, kh, kw, stride, "
+                                             r"pads\)") as info:
+        checks.check_im2col(_raises)
+    assert isinstance(info.value.__cause__, IndexError)     # the original error, chained
+    with pytest.raises(AssertionError, match=r"(?s)TypeError.*expected signature: "
+                                             r"unbroadcast\(grad, shape\)"):
+        checks.check_unbroadcast(lambda grad: grad)
+    with pytest.raises(AssertionError, match=r"(?s)check_conv2d_kernel_grad\(.*expected "
+                                             r"signature"):
+        checks.check_conv2d_kernel_grad(          # x and dy swapped
+            lambda x, dy, kh, kw, s, p: kernel_grad(dy, x, kh, kw, s, p))
+    with pytest.raises(AssertionError, match="is not a function"):
+        checks.check_im2col(None)
+    with pytest.raises(AssertionError, match=r"changed its argument grad in place"):
+        checks.check_unbroadcast(_mutates)
+    with pytest.raises(AssertionError, match=r"check_value\(tanh\).*raised ZeroDivisionError"):
+        checks.check_value(type("Broken", (Value,), {"tanh": lambda self: 1 / 0}),
+                           ops=("tanh",))
+
+
+def test_checks_stop_a_hanging_function(monkeypatch):
+    import time
+
+    monkeypatch.setattr(checks, "TIME_LIMIT", 1)
+    with pytest.raises(AssertionError, match=r"check_unbroadcast\(same shape\).*took more "
+                                             r"than 1 s"):
+        checks.check_unbroadcast(lambda grad, shape: time.sleep(5))
+
+
+class ArrayAddAssigns(Array):
+    """= instead of += in +'s backward: a node used twice keeps one share."""
+
+    def __add__(self, other):
+        out = type(self)(self.data + other.data, (self, other), "+")
+
+        def _backward():
+            self.grad = unbroadcast(out.grad, self.data.shape)
+            other.grad = unbroadcast(out.grad, other.data.shape)
+        out._backward = _backward
+        return out
+
+
+class ArraySumAssigns(Array):
+    def sum(self, axis=None, keepdims=False):
+        out = type(self)(self.data.sum(axis=axis, keepdims=keepdims), (self,), "sum")
+
+        def _backward():
+            g = out.grad if axis is None or keepdims else np.expand_dims(out.grad, axis)
+            self.grad = np.broadcast_to(g, self.data.shape).copy()
+        out._backward = _backward
+        return out
+
+
+def test_check_array_uses_a_node_twice():
+    with pytest.raises(AssertionError, match=r"(?s)check_array\(x \+ x \(x used twice\)\).*"
+                                             r"hint: .*self.grad \+= "):
+        checks.check_array(ArrayAddAssigns)
+    with pytest.raises(AssertionError, match=r"(?s)x.sum\(\) \+ x.sum\(\).*hint: .*\+=.*sum"):
+        checks.check_array(ArraySumAssigns, ops=("sum",))
+
+
+def test_checks_report_the_largest_difference():
+    def off_by_one_element(x, dy, kh, kw, s, p):
+        g = kernel_grad(x, dy, kh, kw, s, p)
+        g[-1, -1, -1, -1] += 1.0
+        return g
+
+    with pytest.raises(AssertionError, match=r"check_conv2d_kernel_grad\(one channel.*largest "
+                                             r"difference 1 from .*at \(2, 2, 0, 1\)"):
+        checks.check_conv2d_kernel_grad(off_by_one_element)
+    def last_element_off(grad, shape):
+        out = unbroadcast(grad, shape).copy()
+        out.flat[-1] += 1.0
+        return out
+
+    with pytest.raises(AssertionError, match=r"(?s)check_unbroadcast\(same shape\).*largest "
+                                             r"difference 1 at \(1, 2, 3\)"):
+        checks.check_unbroadcast(last_element_off)

@@ -129,6 +129,10 @@ def test_lesson_ends_with_exercises_each_with_an_answer_and_a_check(path):
     exercises = exercise_cells(nb)
     assert [n for n, _, _ in exercises] == list(range(1, len(exercises) + 1))
     assert len(exercises) >= 2, f"{path.name}: at least two exercises"
+    placed = [i for i, c in enumerate(nb.cells)         # an exercise may also sit in the lesson
+              if c.cell_type == "markdown" and re.match(r"### Exercise \d+\b", c.source)]
+    assert placed[0] > 0 and sum(i > headings[0] for i in placed) >= 2, \
+        f"{path.name}: at least two exercises in the '## Exercises' section at the end"
     solutions = read_solutions(solutions_path(path))
     assert sorted(solutions) == [n for n, _, _ in exercises], \
         f"{solutions_path(path).name}: one '# %% Exercise K' block per exercise"

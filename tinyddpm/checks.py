@@ -21,8 +21,11 @@ What the student's code looks like (micrograd's names):
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 
 import numpy as np
 
@@ -44,6 +47,111 @@ def _close(got, want, rtol=1e-5, atol=1e-6):
     except (TypeError, ValueError):
         return False
     return got.shape == np.shape(want) and bool(np.allclose(got, want, rtol=rtol, atol=atol))
+
+
+#: seconds a single case of the student's code may take (where ``signal.alarm`` is usable)
+TIME_LIMIT = 10
+
+
+class _TimeUp(BaseException):
+    """Raised by the alarm in the student's code (a BaseException: ``except Exception`` in
+    their code does not swallow it)."""
+
+
+@contextlib.contextmanager
+def _time_limit(what, seconds=None):
+    """Stop the student's code after ``seconds`` where ``signal.alarm`` is usable (Unix, the
+    main thread, no alarm already set); elsewhere, no limit."""
+    seconds = TIME_LIMIT if seconds is None else seconds
+    usable = (hasattr(signal, "SIGALRM") and seconds
+              and threading.current_thread() is threading.main_thread())
+    if not usable:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _TimeUp()
+
+    try:
+        old = signal.signal(signal.SIGALRM, stop)
+    except (ValueError, OSError):          # not the main thread of the interpreter
+        yield
+        return
+    if signal.alarm(seconds):              # someone else's alarm: leave it alone, no limit
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        yield
+        return
+    try:
+        yield
+    except _TimeUp:
+        raise AssertionError(f"{what} took more than {seconds} s (an endless loop?)") from None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _call(what, signature, fn, *args, names=()):
+    """``fn(*args)`` for the case ``what``, the student's errors turned into an AssertionError
+    that names the case and the expected signature (the original error chained); checks that
+    the arrays named in ``names`` (one name per argument, "" for none) are left unchanged."""
+    if not callable(fn):
+        raise AssertionError(f"{what}: {fn!r} is not a function; expected {signature}")
+    kept = [(name, a, a.copy()) for name, a in zip(names, args)
+            if name and isinstance(a, np.ndarray)]
+    try:
+        with _time_limit(what):
+            got = fn(*args)
+    except AssertionError as exc:
+        if str(exc).startswith(what):       # our own time limit
+            raise
+        raise AssertionError(f"{what}: your code raised AssertionError: {exc}\n"
+                             f"(expected signature: {signature})") from exc
+    except Exception as exc:
+        raise AssertionError(f"{what}: your code raised {type(exc).__name__}: {exc}\n"
+                             f"(expected signature: {signature})") from exc
+    for name, a, before in kept:
+        if a.shape != before.shape or not np.array_equal(a, before, equal_nan=True):
+            raise AssertionError(f"{what}: your function changed its argument {name} in place; "
+                                 "work on a copy (np.pad, .copy(), a + b instead of a += b)")
+    return got
+
+
+def _run(what, step, *args):
+    """``step(*args)`` (a step of the student's engine: an op, ``_backward``, ``backward``),
+    its errors reported as an AssertionError naming the case (the original chained)."""
+    try:
+        with _time_limit(what):
+            return step(*args)
+    except AssertionError:
+        raise
+    except Exception as exc:
+        raise AssertionError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _same_type(Value, out, what):
+    """The subclass trap: ops of a base class build base-class results, so the methods a
+    subclass overrides never run on them."""
+    if isinstance(Value, type) and hasattr(out, "_backward") and not isinstance(out, Value):
+        raise AssertionError(
+            f"{what}: your ops return <{type(out).__name__}>, not <{Value.__name__}>: the "
+            f"operators were inherited and build {type(out).__name__} objects, so what "
+            f"{Value.__name__} overrides never runs on them; make results with "
+            f"type(self)(...), or patch the method on the class itself "
+            f"({type(out).__name__}.backward = ...) and check that class")
+
+
+def _worst(got, want):
+    """' (largest difference at index: got g, expected w)' for arrays of the same shape."""
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape or got.size == 0:
+        return ""
+    diff = np.abs(got - want)
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    index = np.unravel_index(int(np.argmax(diff)), got.shape)
+    index = tuple(int(i) for i in index)
+    return (f" (largest difference {float(diff[index]):.3g} at {index}: got {got[index]:.6g}, "
+            f"expected {want[index]:.6g})")
 
 
 def _numeric_derivative(f, x, h=1e-6):
@@ -94,16 +202,20 @@ def check_value(Value, ops=("add", "mul", "pow", "tanh", "exp")):
         call, formula, (x, y) = _VALUE_OPS[name]
         two = y is not None
         f = formula if two else (lambda u, v, formula=formula: formula(u))
-        a = Value(x)
-        b = Value(y) if two else None
+        a = _run(f"check_value({name}): Value({x})", Value, x)
+        b = _run(f"check_value({name}): Value({y})", Value, y) if two else None
         try:
-            out = call(a, b)
-        except (AttributeError, TypeError) as exc:
+            with _time_limit(f"check_value({name})"):
+                out = call(a, b)
+        except AssertionError:
+            raise
+        except Exception as exc:
             raise AssertionError(f"check_value({name}): calling it on Value({x})"
                                  f"{f' and Value({y})' if two else ''} raised "
-                                 f"{type(exc).__name__}: {exc}") from None
+                                 f"{type(exc).__name__}: {exc}") from exc
         assert out is not None and hasattr(out, "_backward"), (
             f"check_value({name}): it returned {out!r}, not a Value (did you `return out`?)")
+        _same_type(Value, out, f"check_value({name})")
         want = f(x, y)
         assert _close(out.data, want), (
             f"check_value({name}): forward value {_fmt(out.data)}, expected {_fmt(want)}")
@@ -117,7 +229,7 @@ def check_value(Value, ops=("add", "mul", "pow", "tanh", "exp")):
         for v, g in zip(inputs, before):
             v.grad = g
         out.grad = 0.7
-        out._backward()
+        _run(f"check_value({name}): out._backward()", out._backward)
         local = [_numeric_derivative(lambda u: f(u, y), x)]
         if two:
             local.append(_numeric_derivative(lambda v: f(x, v), y))
@@ -261,10 +373,13 @@ def check_backward(Value, depth=5000):
     grads (``=`` instead of ``+=``).
     """
     for name, (what, program, inputs) in _GRAPHS.items():
-        nodes = _build(Value, program, inputs)
+        nodes = _run(f"check_backward({name}: {what}): building the graph", _build, Value,
+                     program, inputs)
+        for v in nodes:
+            _same_type(Value, v, f"check_backward({name}: {what})")
         root = nodes[-1]
         calls, closures = _trace(nodes)
-        root.backward()
+        _run(f"check_backward({name}: {what}): root.backward()", root.backward)
         got = np.array([nodes[k].grad for k in range(len(inputs))], dtype=np.float64)
         want = np.array([_numeric_derivative(
             lambda u, k=k: _evaluate(program, inputs[:k] + [u] + inputs[k + 1:]), inputs[k])
@@ -288,13 +403,20 @@ def check_backward(Value, depth=5000):
 
     program, inputs = _chain(depth)
     nodes = _build(Value, program, inputs)
+    what = f"check_backward(deep chain of {len(nodes):,} nodes)"
     try:
-        nodes[-1].backward()
+        with _time_limit(what):
+            nodes[-1].backward()
     except RecursionError:
         raise AssertionError(
             f"check_backward(deep chain of {len(nodes):,} nodes): RecursionError\nhint: Python "
             f"stops at {sys.getrecursionlimit():,} nested calls (sys.getrecursionlimit()); build "
             "topo with your own stack (a list) instead of a recursive function") from None
+    except AssertionError:
+        raise
+    except Exception as exc:
+        raise AssertionError(f"{what}: root.backward() raised {type(exc).__name__}: {exc}") \
+            from exc
     got = np.array([nodes[0].grad, nodes[1].grad], dtype=np.float64)
     want = _chain_grads(depth, *inputs)
     assert _close(got, want, rtol=1e-6, atol=1e-9), (
@@ -360,10 +482,13 @@ def check_array(Array, ops=("add", "mul")):
         if op in ("add", "mul"):
             for name, shapes in _ARRAY_CASES.items():
                 cases.append((f"{op}, {name}", op, shapes, None))
+            cases.append((f"x {'+' if op == 'add' else '*'} x (x used twice)", op + "_twice",
+                          ((2, 3),), None))
         elif op == "sum":
             for axis, keepdims in _SUM_CASES:
                 cases.append((f"x.sum(axis={axis}, keepdims={keepdims}) on (2, 3, 4)", "sum",
                               ((2, 3, 4),), (axis, keepdims)))
+            cases.append(("x.sum() + x.sum() (x used twice)", "sum_twice", ((2, 3),), None))
         else:
             raise ValueError(f"check_array: unknown operation {op!r}; choose among "
                              "'add', 'mul', 'sum'")
@@ -372,6 +497,9 @@ def check_array(Array, ops=("add", "mul")):
         if op == "sum":
             axis, keepdims = args
             fn = lambda x: x.sum(axis=axis, keepdims=keepdims)  # noqa: E731
+        elif op.endswith("_twice"):
+            fn = {"add_twice": lambda x: x + x, "mul_twice": lambda x: x * x,
+                  "sum_twice": lambda x: x.sum() + x.sum()}[op]
         else:
             fn = {"add": lambda x, y: x + y, "mul": lambda x, y: x * y}[op]
         want_out, want_grads = _tensor_grads(fn, arrays, np.ones(1))
@@ -379,19 +507,26 @@ def check_array(Array, ops=("add", "mul")):
         want_out, want_grads = _tensor_grads(fn, arrays, weights)
         mine = [Array(a.copy()) for a in arrays]
         try:
-            out = fn(*mine)
+            with _time_limit(f"check_array({name})"):
+                out = fn(*mine)
             if out is None:
                 raise AssertionError(f"check_array({name}): it returned None (no `return out`?)")
             assert _close(out.data, want_out), (
                 f"check_array({name}): forward gives {_fmt(np.asarray(out.data))} of shape "
                 f"{np.shape(out.data)}, expected {_fmt(want_out)} of shape {want_out.shape}")
-            (out * Array(weights)).backward()
+            _same_type(Array, out, f"check_array({name})")
+            with _time_limit(f"check_array({name}): backward()"):
+                (out * Array(weights)).backward()
         except ValueError as exc:
-            hint = (_SUM_HINT if op == "sum" else
+            hint = (_SUM_HINT if op.startswith("sum") else
                     "a broadcast result's gradient has the result's shape; sum it down to each "
                     "input's shape (unbroadcast) before adding it to the input's grad")
             raise AssertionError(f"check_array({name}): ValueError: {exc}\nhint: {hint}") \
-                from None
+                from exc
+        except AssertionError:
+            raise
+        except Exception as exc:
+            raise AssertionError(f"check_array({name}): {type(exc).__name__}: {exc}") from exc
         for k, (v, want) in enumerate(zip(mine, want_grads)):
             got = np.asarray(v.grad, dtype=np.float64)
             if got.shape != want.shape:
@@ -401,9 +536,17 @@ def check_array(Array, ops=("add", "mul")):
                 raise AssertionError(
                     f"check_array({name}): input {k} has shape {want.shape} but its grad has "
                     f"shape {got.shape}" + (f"\nhint: {hint}" if hint else ""))
-            assert _close(got, want), (
+            if _close(got, want):
+                continue
+            hint = ""
+            if op.endswith("_twice") and _close(got, want / 2):
+                hint = ("\nhint: x received only one of its two shares: the gradient was "
+                        "overwritten instead of accumulated; use self.grad += ... (and "
+                        "other.grad += ...), not =, in the backward of "
+                        + ("sum" if op == "sum_twice" else op[:3]))
+            raise AssertionError(
                 f"check_array({name}): input {k}'s grad is {_fmt(got)}, tinyddpm.Tensor gives "
-                f"{_fmt(want)}")
+                f"{_fmt(want)}{_worst(got, want)}{hint}")
     return f"check_array: {', '.join(ops)} correct on {len(cases)} cases"
 
 
@@ -435,8 +578,8 @@ def check_unbroadcast(fn):
         dtype = np.float32 if name == "float32" else np.float64
         g = np.random.default_rng(k).standard_normal(g_shape).astype(dtype)
         want = np.asarray(unbroadcast(g.copy(), shape))
-        got = fn(g.copy(), shape)
         what = f"check_unbroadcast({name}): unbroadcast(grad of shape {g_shape}, {shape})"
+        got = _call(what, "unbroadcast(grad, shape)", fn, g.copy(), shape, names=("grad", ""))
         assert got is not None, f"{what} returned None (no `return`?)"
         got_shape = np.shape(got)
         if got_shape != tuple(shape):
@@ -453,7 +596,7 @@ def check_unbroadcast(fn):
             raise AssertionError(f"{what} has shape {got_shape}, expected {tuple(shape)}"
                                  f"\nhint: {hint}")
         assert _close(got, want, rtol=1e-5, atol=1e-5), (
-            f"{what} = {_fmt(np.asarray(got))}, expected {_fmt(want)}")
+            f"{what} = {_fmt(np.asarray(got))}, expected {_fmt(want)}{_worst(got, want)}")
         if isinstance(got, np.ndarray):
             assert got.dtype == dtype, (
                 f"{what}: a {dtype.__name__} grad came back as {got.dtype}: keep the dtype")
@@ -500,9 +643,10 @@ def check_im2col(fn):
         x, kernel, _, stride, padding, pads, out_hw = _conv_case(k, name)
         kh, kw, c, _ = kernel.shape
         want = im2col(x, kh, kw, stride, pads, out_hw)
-        got = fn(x.copy(), kh, kw, stride, pads)
         what = (f"check_im2col({name}): im2col(x of shape {x.shape}, {kh}, {kw}, stride "
                 f"{stride}, pads {pads})")
+        got = _call(what, "im2col(x, kh, kw, stride, pads)", fn, x.copy(), kh, kw, stride, pads,
+                    names=("x",))
         assert got is not None, f"{what} returned None (no `return`?)"
         got = np.asarray(got)
         assert got.shape == want.shape, (
@@ -531,7 +675,7 @@ def check_im2col(fn):
             hint = "output pixel (oh, ow) starts at input pixel (oh * stride, ow * stride)"
         if hint is None and any(pads):
             hint = "pad x with zeros: pads[0] rows on top, pads[1] below, pads[2] left, pads[3] right"
-        bad = int(np.argmax(np.abs(got - want).max(axis=1) > 1e-6))
+        bad = int(np.argmax(np.abs(got - want).max(axis=1)))
         raise AssertionError(f"{what}: row {bad} is {_fmt(got[bad])}, expected {_fmt(want[bad])}"
                              + (f"\nhint: {hint}" if hint else ""))
     return f"check_im2col: {len(_CONV_CASES)} cases correct"
@@ -552,9 +696,10 @@ def check_conv2d(fn):
         want = reference.conv2d(x, kernel, bias, stride, pads, out_hw)
         fast, _ = conv2d_forward(x, kernel, bias, stride, pads, out_hw)
         assert np.allclose(want, fast, atol=1e-9), "tinyddpm: the kernel and its reference differ"
-        got = fn(x.copy(), kernel.copy(), bias.copy(), stride, padding)
         what = (f"check_conv2d({name}): conv2d(x {x.shape}, kernel {kernel.shape}, stride "
                 f"{stride}, {padding!r})")
+        got = _call(what, "conv2d(x, kernel, bias, stride, padding)", fn, x.copy(),
+                    kernel.copy(), bias.copy(), stride, padding, names=("x", "kernel", "bias"))
         assert got is not None, f"{what} returned None (no `return`?)"
         got = np.asarray(got)
         assert got.shape == want.shape, f"{what} has shape {got.shape}, expected {want.shape}"
@@ -566,8 +711,8 @@ def check_conv2d(fn):
         elif _close(got, reference.conv2d(x, kernel[::-1, ::-1], bias, stride, pads, out_hw)):
             hint = ("the kernel is flipped: a network's 'convolution' is a cross-correlation, "
                     "y = sum_ij x[oh*s + i, ow*s + j] @ kernel[i, j], with no flip")
-        raise AssertionError(f"{what}: largest difference {np.abs(got - want).max():.3g} "
-                             f"from the reference" + (f"\nhint: {hint}" if hint else ""))
+        raise AssertionError(f"{what}: {_worst(got, want)[2:-1]} from the reference"
+                             + (f"\nhint: {hint}" if hint else ""))
     return f"check_conv2d: {len(_CONV_CASES)} cases correct (reference and kernel)"
 
 
@@ -589,13 +734,15 @@ def check_col2im(fn, im2col=None):
         rng = np.random.default_rng(100 + k)
         cols = rng.standard_normal((x.shape[0] * out_hw[0] * out_hw[1], kh * kw * c))
         want = col2im(cols, x.shape, kh, kw, stride, pads, out_hw)
-        got = fn(cols.copy(), x.shape, kh, kw, stride, pads)
         what = f"check_col2im({name}): col2im(cols {cols.shape}, {x.shape}, {kh}, {kw}, " \
                f"stride {stride}, pads {pads})"
+        got = _call(what, "col2im(cols, x_shape, kh, kw, stride, pads)", fn, cols.copy(),
+                    x.shape, kh, kw, stride, pads, names=("cols",))
         assert got is not None, f"{what} returned None (no `return`?)"
         got = np.asarray(got)
         assert got.shape == x.shape, f"{what} has shape {got.shape}, expected {x.shape}"
-        cols_x = (im2col(x, kh, kw, stride, pads) if im2col is not None
+        cols_x = (_call(f"{what}: your im2col", "im2col(x, kh, kw, stride, pads)", im2col, x,
+                        kh, kw, stride, pads) if im2col is not None
                   else package_im2col(x, kh, kw, stride, pads, out_hw))
         left, right = float(np.sum(cols_x * cols)), float(np.sum(x * got))
         if _close(got, want):
@@ -605,7 +752,7 @@ def check_col2im(fn, im2col=None):
             hint = ("some values were lost: a pixel read by several windows gets the sum of "
                     "their values (add with +=, do not assign)")
         raise AssertionError(
-            f"{what}: largest difference {np.abs(got - want).max():.3g} from "
+            f"{what}: {_worst(got, want)[2:-1]} from "
             f"tinyddpm.kernels.col2im; <im2col(x), C> = {left:.6g} but <x, col2im(C)> = "
             f"{right:.6g}" + (f"\nhint: {hint}" if hint else ""))
     return f"check_col2im: {len(_CONV_CASES)} cases correct (the adjoint of im2col)"
@@ -619,14 +766,15 @@ def _conv_grads(x, kernel, dy, stride, pads, out_hw):
     return dx, dkernel, dbias
 
 
-def _numeric_conv_grad(x, kernel, dy, stride, pads, out_hw, wrt, n=4, seed=0):
+def _numeric_conv_grad(x, kernel, dy, stride, pads, out_hw, wrt, n=4, seed=0, at=None):
     """A few elements of d sum(conv(x, kernel) * dy) / d x (or kernel), by central differences
     of the reference convolution."""
     from .kernels import reference
 
     rng = np.random.default_rng(seed)
     target = x if wrt == "x" else kernel
-    picks = [tuple(int(rng.integers(s)) for s in target.shape) for _ in range(n)]
+    picks = ([at] if at is not None else
+             [tuple(int(rng.integers(s)) for s in target.shape) for _ in range(n)])
     out = []
     for index in picks:
         values = []
@@ -648,14 +796,18 @@ def _check_conv_grad(fn, wrt):
         dx, dkernel, _ = _conv_grads(x, kernel, dy, stride, pads, out_hw)
         if wrt == "x":
             want = dx
-            got = fn(x.shape, kernel.copy(), dy.copy(), stride, padding)
             what = f"check_conv2d_input_grad({name}): dx for x {x.shape}, kernel {kernel.shape}"
+            what += f", stride {stride}, {padding!r}"
+            got = _call(what, "conv2d_input_grad(x_shape, kernel, dy, stride, padding)", fn,
+                        x.shape, kernel.copy(), dy.copy(), stride, padding,
+                        names=("", "kernel", "dy"))
         else:
             want = dkernel
-            got = fn(x.copy(), dy.copy(), kh, kw, stride, padding)
             what = f"check_conv2d_kernel_grad({name}): dkernel for x {x.shape}, kernel " \
                    f"{kernel.shape}"
-        what += f", stride {stride}, {padding!r}"
+            what += f", stride {stride}, {padding!r}"
+            got = _call(what, "conv2d_kernel_grad(x, dy, kh, kw, stride, padding)", fn,
+                        x.copy(), dy.copy(), kh, kw, stride, padding, names=("x", "dy"))
         assert got is not None, f"{what}: it returned None (no `return`?)"
         got = np.asarray(got)
         assert got.shape == want.shape, (
@@ -678,10 +830,13 @@ def _check_conv_grad(fn, wrt):
         elif wrt == "kernel" and _close(got, want[::-1, ::-1]):
             hint = "the kernel's gradient is flipped: dkernel[i, j] pairs x[oh*s + i, ow*s + j] " \
                    "with dy[oh, ow]"
-        index, value = numeric[0]
+        diff = np.abs(np.asarray(got, dtype=np.float64) - want)
+        index = tuple(int(i) for i in np.unravel_index(
+            int(np.argmax(np.where(np.isnan(diff), np.inf, diff))), want.shape))
+        value = _numeric_conv_grad(x, kernel, dy, stride, pads, out_hw, wrt, at=index)[0][1]
         raise AssertionError(
-            f"{what}: largest difference {np.abs(got - want).max():.3g} from "
-            f"tinyddpm.kernels.conv2d_backward; at {index}: got {got[index]:.6g}, central "
+            f"{what}: largest difference {diff[index]:.3g} from "
+            f"tinyddpm.kernels.conv2d_backward, at {index}: got {got[index]:.6g}, central "
             f"differences {value:.6g}" + (f"\nhint: {hint}" if hint else ""))
     return f"check_{label}: {len(_CONV_CASES)} cases correct (kernel and central differences)"
 
