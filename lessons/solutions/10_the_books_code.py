@@ -15,7 +15,7 @@ autoencoder = keras.Sequential([
 ])
 print(autoencoder(X_ae[:8]).shape, f"{autoencoder.count_params():,} weights")
 autoencoder.compile(loss="mse", optimizer=keras.optimizers.Nadam())
-autoencoder.fit(X_ae, X_ae, batch_size=32, epochs=1, verbose=2)
+history_ae = autoencoder.fit(X_ae, X_ae, batch_size=32, epochs=1, verbose=2)
 # %% Exercise 2
 fresh = build_diffusion_model()
 bn = fresh.get_layer("batch_normalization")
