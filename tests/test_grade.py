@@ -652,3 +652,35 @@ def test_assignment_9_gives_its_other_points_only_to_a_real_forward(tmp_path):
     messages = failed(grade("09_custom_op", wrong_backward))
     assert set(messages) == {"backward", "gradient_check"}
     assert "a gradient check of your op would have caught it" in messages["gradient_check"]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_a_correct_solution_is_ok_everywhere_never_counted_elsewhere(key):
+    report = grade(key, SOLUTIONS / f"{key}.py")
+    assert not [c.id for c in report.checks if c.message], report.format()
+    assert not report.flags, report.flags
+
+
+def test_an_order_wrong_only_on_some_graphs_is_charged_at_topological_order(tmp_path):
+    path = with_functions("07_autograd_backward", tmp_path, topological_order=textwrap.dedent("""\
+        order, seen, stack = [], set(), [root]          # pre-order, reversed: not topological
+        while stack:
+            node = stack.pop()
+            if node not in seen:
+                seen.add(node)
+                order.append(node)
+                stack.extend(node._prev)
+        return order[::-1]"""))
+    report = grade("07_autograd_backward", path)
+    assert "topological_order" in failed(report) and report.total == 8, report.format()
+
+
+def test_a_changed_helper_and_a_raised_recursion_limit_are_flagged(tmp_path):
+    source = (SOLUTIONS / "07_autograd_backward.py").read_text()
+    edited = tmp_path / "edited.py"
+    edited.write_text(source.replace("def run(", "def run(*extra, **more):\n    pass\n\n\n"
+                                     "def _old_run(", 1))
+    assert any("do not edit below" in f for f in grade("07_autograd_backward", edited).flags)
+    raised = tmp_path / "raised.py"
+    raised.write_text("import sys\nsys.setrecursionlimit(100000)\n" + source)
+    assert any("setrecursionlimit" in f for f in grade("07_autograd_backward", raised).flags)

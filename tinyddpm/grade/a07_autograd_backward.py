@@ -172,16 +172,19 @@ def compare_grads(r, i, name, charged=(), hints=()):
     if grads.shape != want.shape:
         raise Fail(f"run gave {grads.size} input gradients for {len(inputs)} inputs")
     known = alternatives(program, inputs, positions)
-    mistakes = [(np.zeros_like(want), "every gradient is 0: set root.grad = 1, then call "
-                                      "each node's _backward, for node in "
-                                      "reversed(topological_order(root))")]
-    mistakes += [(known[k], HINTS[k]) for k in hints if k in known and k in HINTS]
+    mistakes = [(known[k], HINTS[k]) for k in hints if k in known and k in HINTS]
+    mistakes += [(np.zeros_like(want), "every gradient is 0: set root.grad = 1, then call "
+                                       "each node's _backward, for node in "
+                                       "reversed(topological_order(root))")]
     close(grads, want, "the gradient of each input", rtol=1e-5, atol=1e-6,
           context=f"({name} graph)", mistakes=mistakes,
           accept=[(known[k], CHARGED_AT[k]) for k in charged if k in known])
 
 
 ORDER_MISTAKES = ("forward_order", "breadth_first", "no_visited_set")
+# the graphs whose order topological_order checks: every small graph another check runs, so that
+# an order the gradient checks accept as "the student's own order" was charged here
+ORDER_GRAPHS = ("diamond", "unused", "shared", "square", "chain", "tanh")
 # A backward pass that leaves every gradient 0 (no root.grad = 1, or no _backward called) is
 # wrong everywhere, so no check accepts it: only an order's mistakes are charged once.
 EVERY = (*ORDER_MISTAKES, "own_order")
@@ -204,9 +207,9 @@ def _(r):
 
 @A7.check("topological_order", 2, "every node of the graph once, each after its inputs, the "
                                   "root last",
-          lambda: [run_call("diamond"), run_call("unused")])
+          lambda: [run_call(name) for name in ORDER_GRAPHS])
 def _(r):
-    for i, name in enumerate(("diamond", "unused")):
+    for i, name in enumerate(ORDER_GRAPHS):
         program, inputs = PROGRAMS[name]
         _, _, positions = result(r, i, name)
         length, positions = int(positions[-1]), positions[:-1]

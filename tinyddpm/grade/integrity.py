@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import io
+import os
 
 #: modules whose import is flagged, with what it means
 MODULES = {
@@ -45,6 +46,7 @@ CALLS = {"exec": "exec", "eval": "eval", "compile": "compile", "__import__": "__
 ATTRIBUTES = {
     ("sys", "modules"): "sys.modules", ("sys", "path"): "sys.path",
     ("sys", "meta_path"): "sys.meta_path", ("sys", "_getframe"): "sys._getframe",
+    ("sys", "setrecursionlimit"): "raises the recursion limit (sys.setrecursionlimit)",
     ("os", "_exit"): "os._exit", ("os", "system"): "os.system", ("os", "popen"): "os.popen",
     ("os", "fork"): "os.fork", ("os", "kill"): "os.kill", ("os", "killpg"): "os.killpg",
     ("os", "setsid"): "os.setsid", ("os", "dup2"): "os.dup2", ("os", "open"): "os.open",
@@ -147,11 +149,49 @@ def scan(source, assignment=None):
             if items >= LARGE_LITERAL // 10:
                 add("large literal data (a table of answers?)", node)
     flags = []
+    if assignment is not None and edited_below_marker(source, assignment):
+        flags.append(f"changed the part marked \"{MARKER}\" (the helpers the grader calls, "
+                     "which could return a table of answers)")
     for text, lines in found.items():
         lines = sorted(set(lines))
         where = ", ".join(str(n) for n in lines[:5]) + (", ..." if len(lines) > 5 else "")
         flags.append(f"{text} (line{'s' if len(lines) > 1 else ''} {where})")
     return flags
+
+
+MARKER = "do not edit below"
+
+
+def marker_line(source):
+    return next((i for i, line in enumerate(source.splitlines(), 1) if MARKER in line), 0)
+
+
+def _functions_below_marker(source):
+    """{name: ast dump} of the functions and classes defined after the marker line."""
+    line = marker_line(source)
+    if not line:
+        return None
+    tree = ast.parse(source)
+    return {n.name: ast.dump(n) for n in tree.body
+            if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.lineno > line}
+
+
+def edited_below_marker(source, assignment):
+    """Whether a file changed the helpers below the stub's "do not edit below" line (they are
+    what the grader calls: a changed ``run`` can return a table of answers). Compared by
+    syntax tree with this checkout's stub (``lessons/assignments/``); False where there is
+    none."""
+    stub = os.path.join(os.path.dirname(__file__), "..", "..", "lessons", "assignments",
+                        f"{assignment.key}.py")
+    try:
+        with open(stub, encoding="utf-8") as f:
+            expected = _functions_below_marker(f.read())
+        got = _functions_below_marker(source) if expected else None
+    except (OSError, SyntaxError, ValueError):
+        return False
+    if not expected:
+        return False
+    return got is None or any(got.get(name) != dump for name, dump in expected.items())
 
 
 # --------------------------------------------------------------------------- copy detection
