@@ -741,15 +741,16 @@ def _training_options(parser, checkpoint):
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _average_options(parser):
-    """The options about the moving average of the weights (``sample`` and ``export``)."""
+def _average_options(parser, data_dir_help="folder with the IDX files, for --recalibrate "
+                     "(default: the usual places, then the embedded subset)"):
+    """The options about the moving average of the weights (``sample``, ``export`` and
+    ``evaluate --nll``)."""
     parser.add_argument("--no-ema", action="store_true",
                         help="use the trained weights even where the checkpoint has an average")
     parser.add_argument("--recalibrate", type=whole_number(0), default=None, metavar="BATCHES",
                         help="with averaged weights, re-estimate BatchNorm statistics on this "
                         "many training batches first (0: don't) (default: 200)")
-    parser.add_argument("--data-dir", default=None, help="folder with the IDX files, for "
-                        "--recalibrate (default: the usual places, then the embedded subset)")
+    parser.add_argument("--data-dir", default=None, help=data_dir_help)
 
 
 def build_parser():

@@ -103,8 +103,9 @@ def _float_array(x, name):
     return x
 
 
-def _per_sample(coef, t, x):
-    """Gather coef[t] and shape it to broadcast against x: a scalar, or (N, 1, 1, ...)."""
+def _per_sample(coef, t, x, low=0):
+    """Gather coef[t] and shape it to broadcast against x: a scalar, or (N, 1, 1, ...); t an
+    int or an int array (N,) in low..T."""
     t = np.asarray(t)
     if not np.issubdtype(t.dtype, np.integer):
         raise TypeError(f"t must be an int or an int array, got dtype {t.dtype}")
@@ -112,8 +113,8 @@ def _per_sample(coef, t, x):
         raise ValueError(f"t must be a scalar or of shape ({x.shape[0]},) to match x of "
                          f"shape {x.shape}, got shape {t.shape}")
     last = len(coef) - 1
-    if t.size and (t.min() < 0 or t.max() > last):
-        raise ValueError(f"t must lie in 0..{last} (the schedule's T), got values in "
+    if t.size and (t.min() < low or t.max() > last):
+        raise ValueError(f"t must lie in {low}..{last} (the schedule's T), got values in "
                          f"{t.min()}..{t.max()}")
     c = np.asarray(coef)[t]
     if c.ndim == 1:

@@ -142,17 +142,9 @@ def posterior_variance(alpha, alpha_cumprod, beta):
 
 def _at(coef, t, x):
     """coef[t] shaped to broadcast against x (N, ...): t an int or an int array (N,) in 1..T."""
-    t = np.asarray(t)
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"t must be an int or an int array, got dtype {t.dtype}")
-    if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != x.shape[0]):
-        raise ValueError(f"t must be an int or of shape ({x.shape[0]},) to match x of shape "
-                         f"{x.shape}, got shape {t.shape}")
-    T = len(coef) - 1
-    if t.size and (t.min() < 1 or t.max() > T):
-        raise ValueError(f"t must lie in 1..{T}, got values in {t.min()}..{t.max()}")
-    c = coef[t]
-    return c.reshape((-1,) + (1,) * (x.ndim - 1)) if c.ndim == 1 else c
+    from .diffusion import _per_sample
+
+    return _per_sample(coef, t, x, low=1)
 
 
 def _x(x, name):

@@ -691,13 +691,10 @@ def add_evaluate_command(subparsers):
                      help="do not clip the model's x_0 estimate to [-1, 1]")
     nll.add_argument("--seed", type=whole_number(0, 2**31 - 1), default=None,
                      help="seed of the noise draws (default: 0)")
-    nll.add_argument("--no-ema", action="store_true",
-                     help="use the trained weights even where the checkpoint has an average")
-    nll.add_argument("--recalibrate", type=whole_number(0), default=None, metavar="BATCHES",
-                     help="with averaged weights, re-estimate BatchNorm statistics on this "
-                     "many training batches first (0: don't) (default: 200)")
-    nll.add_argument("--data-dir", default=None, help="folder with the IDX files (default: "
-                     "the usual places, then the embedded subset)")
+    from .__main__ import _average_options
+
+    _average_options(nll, "folder with the IDX files (default: the usual places, then the "
+                          "embedded subset)")
     p.set_defaults(func=_evaluate_command)
     return p
 
