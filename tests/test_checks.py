@@ -541,3 +541,108 @@ def test_checks_report_the_largest_difference():
     with pytest.raises(AssertionError, match=r"(?s)check_unbroadcast\(same shape\).*largest "
                                              r"difference 1 at \(1, 2, 3\)"):
         checks.check_unbroadcast(last_element_off)
+
+
+# --------------------------------------------------------------------------- lesson 12's cells
+class ReferenceBackward(Value):
+    backward = checks.reference_backward
+
+
+def test_reference_backward_is_a_correct_iterative_backward():
+    assert "correct" in checks.check_backward(ReferenceBackward)
+    a, b = ReferenceBackward(2.0), ReferenceBackward(-3.0)
+    d = a * b
+    e = d + d * ReferenceBackward(0.5)
+    order = checks.reference_topological_order(e)
+    place = {id(v): k for k, v in enumerate(order)}
+    assert len(order) == len(place) == 6 and order[-1] is e
+    assert all(place[id(p)] < place[id(v)] for v in order for p in v._prev)
+
+
+def test_answered_tells_a_placeholder_from_an_answer():
+    def dots(grad, shape):
+        ...
+
+    def documented(grad, shape):
+        """Only a docstring and the placeholder."""
+        ...   # a comment
+
+    def docstring_only(self):
+        """Nothing else."""
+
+    def no_return(grad, shape):
+        grad.sum(axis=0)
+
+    def returns(grad, shape):
+        return grad
+
+    def returns_a_constant():
+        """A docstring."""
+        return 5
+
+    assert not checks.answered(dots)
+    assert not checks.answered(documented)
+    assert not checks.answered(docstring_only)
+    for fn in (no_return, returns, returns_a_constant, print):
+        assert checks.answered(fn), fn
+    # an answer that forgets `return` reaches the check's own message
+    with pytest.raises(AssertionError, match=r"returned None \(no `return`\?\)"):
+        checks.check_unbroadcast(no_return)
+
+
+def test_calls_tinyddpm_spots_the_package_s_own_version():
+    import tinyddpm as td
+
+    def borrowed(grad, shape):
+        return td.ops.unbroadcast(grad, shape)
+
+    def imported(grad, shape):
+        from tinyddpm.ops import unbroadcast as theirs
+        return theirs(grad, shape)
+
+    def geometry_only(x, dy, kh, kw, stride=1, padding="valid"):
+        _, pads = td.kernels.conv2d_geometry(x.shape, (kh, kw), stride, padding)
+        return pads
+
+    assert checks.calls_tinyddpm(borrowed, "unbroadcast")
+    assert checks.calls_tinyddpm(imported, "unbroadcast")
+    assert not checks.calls_tinyddpm(unbroadcast, "unbroadcast")
+    assert not checks.calls_tinyddpm(geometry_only, "conv2d_backward")
+
+
+class RecursiveRaisedLimit(Recursive):
+    """The recursive sort, with the recursion limit raised out of the way."""
+
+    def backward(self):
+        import sys
+
+        sys.setrecursionlimit(100000)
+        Recursive.backward(self)
+
+
+def test_check_backward_runs_the_deep_chain_at_the_default_recursion_limit():
+    import sys
+
+    before = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(100000)                 # in the answer cell, before the check
+        with pytest.raises(AssertionError, match=r"(?s)deep chain.*RecursionError.*1,000.*your "
+                                                 r"own stack"):
+            checks.check_backward(Recursive, depth=2000)
+        assert sys.getrecursionlimit() == 100000      # the student's own setting, restored
+        with pytest.raises(AssertionError, match=r"(?s)deep chain.*changed the recursion limit "
+                                                 r"to 100,000.*your own stack"):
+            checks.check_backward(RecursiveRaisedLimit, depth=2000)   # inside backward()
+    finally:
+        sys.setrecursionlimit(before)
+    checks.check_backward(Value, depth=2000)
+    assert sys.getrecursionlimit() == before
+
+
+class NoBackward(Value):
+    backward = None
+
+
+def test_check_backward_names_a_missing_backward():
+    with pytest.raises(AssertionError, match=r"NoBackward has no method backward\(\)"):
+        checks.check_backward(NoBackward)

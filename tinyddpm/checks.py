@@ -30,7 +30,102 @@ import threading
 import numpy as np
 
 __all__ = ["check_value", "check_backward", "check_array", "check_unbroadcast", "check_im2col",
-           "check_conv2d", "check_col2im", "check_conv2d_input_grad", "check_conv2d_kernel_grad"]
+           "check_conv2d", "check_col2im", "check_conv2d_input_grad", "check_conv2d_kernel_grad",
+           "answered", "calls_tinyddpm", "reference_topological_order", "reference_backward",
+           "reference_im2col"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the lesson's exercises: answered or not, written or borrowed, and the versions it goes on with
+# ---------------------------------------------------------------------------------------------
+def _empty():
+    ...
+
+
+def _empty_documented():
+    """A docstring and nothing else."""
+    ...
+
+
+def answered(fn):
+    """False only for a function whose body is just a docstring and/or ``...`` (the lesson's
+    placeholder), True for anything else, a body that forgets ``return`` included: that one is
+    answered, and the check says it returned None.
+
+    Compares ``fn.__code__.co_code`` with that of an empty function (with and without a
+    docstring: a docstring shifts the index of the constant None), and requires the constant
+    returned to be None and no name to be used.
+    """
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return True
+    for empty in (_empty, _empty_documented):
+        model = empty.__code__
+        if (code.co_code == model.co_code and not code.co_names
+                and len(code.co_consts) == len(model.co_consts) and code.co_consts[-1] is None
+                and all(isinstance(c, str) for c in code.co_consts[:-1])):
+            return False
+    return True
+
+
+def _names(code):
+    """The global, attribute and enclosing-scope names ``code`` and the functions defined in
+    it refer to."""
+    names = set(code.co_names) | set(code.co_freevars)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names(const)
+    return names
+
+
+def calls_tinyddpm(fn, *names):
+    """True when ``fn``'s code refers to tinyddpm (``td``, ``tinyddpm``, ``checks``, an import
+    of ``tinyddpm.…``) and to one of ``names`` (say "unbroadcast" for ``td.ops.unbroadcast``):
+    an exercise answered by calling the package's own version rather than writing it."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return False
+    used = _names(code)
+    package = any(n in ("td", "tinyddpm", "checks") or n.startswith("tinyddpm.") for n in used)
+    return package and (not names or any(n in used for n in names))
+
+
+def reference_topological_order(root):
+    """Every node of the graph ending at ``root``, each once, each after all of its inputs
+    (``_prev``), root last: tinyddpm's ``tensor._topological_order`` written over ``_prev``, an
+    iterative depth-first search (each node pushed twice: to expand it, then, after its inputs,
+    to append it), so that a deep graph does not reach Python's recursion limit."""
+    order, visited, stack = [], set(), [(root, False)]
+    while stack:
+        v, expanded = stack.pop()
+        if expanded:
+            order.append(v)
+        elif id(v) not in visited:
+            visited.add(id(v))
+            stack.append((v, True))
+            stack.extend((p, False) for p in v._prev)
+    return order
+
+
+def reference_backward(self):
+    """A ``Value``-style ``backward()`` (tinyddpm's ``Tensor.backward`` for ``Value``): set
+    ``self.grad = 1``, then call each node's ``_backward`` in reverse
+    :func:`reference_topological_order` (the root first). Lesson 12 goes on with it
+    (``Value.backward = checks.reference_backward``) until exercise 1 is answered correctly."""
+    self.grad = 1.0
+    for v in reversed(reference_topological_order(self)):
+        v._backward()
+
+
+def reference_im2col(x, kh, kw, stride, pads):
+    """``tinyddpm.kernels.im2col`` with lesson 12's signature (the output size computed from
+    ``pads``): the version the lesson goes on with until exercise 3 is answered correctly."""
+    from .kernels import im2col
+
+    top, bottom, left, right = pads
+    out_hw = ((x.shape[1] + top + bottom - kh) // stride + 1,
+              (x.shape[2] + left + right - kw) // stride + 1)
+    return im2col(x, kh, kw, stride, pads, out_hw)
 
 
 def _fmt(x):
@@ -366,7 +461,10 @@ def check_backward(Value, depth=5000):
     topological order); a graph where a node feeds four others; an input the root does not use
     (its grad stays 0); and a chain of ``depth`` steps (3 * ``depth`` + 2 nodes, a path of
     2 * ``depth`` + 1: a recursive topological sort stops at Python's recursion limit,
-    ``sys.getrecursionlimit()``, 1,000 in Python and 3,000 in Jupyter).
+    ``sys.getrecursionlimit()``, 1,000 in Python and 3,000 in Jupyter). The chain runs with the
+    limit at Python's default, 1,000 (restored afterwards): a recursive sort with
+    ``sys.setrecursionlimit(100000)`` would otherwise pass here and still crash, deeper or in a
+    thread (whose C stack is smaller), where the limit cannot save it.
     The calls of the nodes' ``_backward`` are recorded, so that a wrong answer comes with what
     went wrong: a closure run twice (no visited set), never, or before one of its node's users
     (forward order, a walk from the root); or, in a right order, closures that give wrong
@@ -378,6 +476,10 @@ def check_backward(Value, depth=5000):
         for v in nodes:
             _same_type(Value, v, f"check_backward({name}: {what})")
         root = nodes[-1]
+        if not callable(getattr(root, "backward", None)):
+            raise AssertionError(
+                f"check_backward: {type(root).__name__} has no method backward(): put yours on "
+                f"the class ({type(root).__name__}.backward = backward)")
         calls, closures = _trace(nodes)
         _run(f"check_backward({name}: {what}): root.backward()", root.backward)
         got = np.array([nodes[k].grad for k in range(len(inputs))], dtype=np.float64)
@@ -404,19 +506,30 @@ def check_backward(Value, depth=5000):
     program, inputs = _chain(depth)
     nodes = _build(Value, program, inputs)
     what = f"check_backward(deep chain of {len(nodes):,} nodes)"
+    limit, default = sys.getrecursionlimit(), max(1000, _stack_depth() + 100)
     try:
+        sys.setrecursionlimit(default)       # Python's default: a raised limit does not count
         with _time_limit(what):
             nodes[-1].backward()
+        if sys.getrecursionlimit() != default:
+            raise AssertionError(
+                f"{what}: root.backward() changed the recursion limit to "
+                f"{sys.getrecursionlimit():,} (sys.setrecursionlimit)\nhint: raising it only "
+                "moves the crash to deeper graphs (or into a thread, whose C stack is smaller); "
+                "build topo with your own stack (a list) instead of a recursive function")
     except RecursionError:
         raise AssertionError(
             f"check_backward(deep chain of {len(nodes):,} nodes): RecursionError\nhint: Python "
-            f"stops at {sys.getrecursionlimit():,} nested calls (sys.getrecursionlimit()); build "
-            "topo with your own stack (a list) instead of a recursive function") from None
+            f"stops at {default:,} nested calls (its default sys.getrecursionlimit(), which this "
+            "check uses; raising it only moves the crash to deeper graphs); build topo with "
+            "your own stack (a list) instead of a recursive function") from None
     except AssertionError:
         raise
     except Exception as exc:
         raise AssertionError(f"{what}: root.backward() raised {type(exc).__name__}: {exc}") \
             from exc
+    finally:
+        sys.setrecursionlimit(limit)
     got = np.array([nodes[0].grad, nodes[1].grad], dtype=np.float64)
     want = _chain_grads(depth, *inputs)
     assert _close(got, want, rtol=1e-6, atol=1e-9), (
@@ -424,6 +537,14 @@ def check_backward(Value, depth=5000):
         f"expected {_fmt(want)}")
     return (f"check_backward: {len(_GRAPHS)} graphs and a chain of {len(nodes):,} nodes "
             "correct")
+
+
+def _stack_depth():
+    """How many frames the current call stack holds."""
+    frame, depth = sys._getframe(), 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1
+    return depth
 
 
 def _chain_grads(depth, x, c):
