@@ -368,8 +368,10 @@ def _evaluate(program, inputs):
     return nodes[-1]
 
 
-def _chain(n):
-    """x <- 0.5 x + 0.5 tanh(x), n times (3 nodes a step)."""
+def chain_program(n):
+    """A deep graph as a program over node numbers (inputs first): x <- 0.5 x + 0.5 tanh(x),
+    n times (3 nodes a step), with inputs [x, 0.5] = [0.8, 0.5]. Also the grader's (assignment
+    7's deep graph)."""
     program, x = [], 0
     for _ in range(n):
         k = 2 + len(program)
@@ -503,7 +505,7 @@ def check_backward(Value, depth=5000):
                         "has a wrong derivative; run check_value(Value) first")
         raise AssertionError(message + (f"\nhint: {hint}" if hint else ""))
 
-    program, inputs = _chain(depth)
+    program, inputs = chain_program(depth)
     nodes = _build(Value, program, inputs)
     what = f"check_backward(deep chain of {len(nodes):,} nodes)"
     limit, default = sys.getrecursionlimit(), max(1000, _stack_depth() + 100)
@@ -548,7 +550,7 @@ def _stack_depth():
 
 
 def _chain_grads(depth, x, c):
-    """d root / d (x, c) of :func:`_chain`, by forward-mode differentiation in float64."""
+    """d root / d (x, c) of :func:`chain_program`, by forward-mode differentiation in float64."""
     dx, dc = 1.0, 0.0
     for _ in range(depth):
         t = math.tanh(x)

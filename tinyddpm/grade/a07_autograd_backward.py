@@ -26,13 +26,10 @@ PROGRAMS = {   # name: (program, inputs)
 
 
 def deep(n=3000):
-    """A chain of n steps, x <- 0.5 x + 0.5 tanh(x) (two nodes a step, plus the constant)."""
-    program, x = [], 0
-    for _ in range(n):
-        k = 2 + len(program)
-        program += [("tanh", x, x), ("add", x, k), ("mul", k + 1, 1)]
-        x = k + 2
-    return program, [0.8, 0.5]
+    """A chain of n steps, x <- 0.5 x + 0.5 tanh(x): :func:`tinyddpm.checks.chain_program`."""
+    from ..checks import chain_program
+
+    return chain_program(n)
 
 
 def evaluate(program, inputs):
