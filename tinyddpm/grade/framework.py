@@ -298,17 +298,16 @@ def close(got, expected, what, rtol=1e-5, atol=1e-6, where=None, mistakes=(), co
             raise Fail(f"{what} contains {label}{suffix}: {int(bad.sum())} of {got.size} values, "
                        f"the first at {where(first)} (expected {fmt(expected[tuple(first)])})"
                        + (f"\nhint: {hint}" if hint else ""))
-    wrong = ~np.isclose(got, expected, rtol=rtol, atol=atol)
-    if wrong.any():
-        first = tuple(np.argwhere(wrong)[0])
-        message = (f"{what} is wrong at {where(first)}{suffix}: expected "
-                   f"{fmt(expected[first])}, got {fmt(got[first])}")
-        if got.size > 1:
-            message += f" ({int(wrong.sum())} of {got.size} values wrong)"
-        hint = mistake(got, mistakes, rtol, atol)
-        if hint:
-            message += f"\nhint: {hint}"
-        raise Fail(message)
+    wrong = ~right                               # not all right: some element is wrong
+    first = tuple(np.argwhere(wrong)[0])
+    message = (f"{what} is wrong at {where(first)}{suffix}: expected "
+               f"{fmt(expected[first])}, got {fmt(got[first])}")
+    if got.size > 1:
+        message += f" ({int(wrong.sum())} of {got.size} values wrong)"
+    hint = mistake(got, mistakes, rtol, atol)
+    if hint:
+        message += f"\nhint: {hint}"
+    raise Fail(message)
 
 
 def mistake(got, mistakes, rtol, atol):
