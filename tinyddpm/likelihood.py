@@ -34,7 +34,7 @@ from .tensor import Function
 
 __all__ = ["posterior_mean_coefficients", "posterior_variance", "q_posterior", "normal_kl",
            "discretized_gaussian_log_likelihood", "p_mean_variance", "vlb_terms", "prior_bpd",
-           "bits_per_dim", "format_bpd", "VARIANCES", "normal_kl_tensor",
+           "bits_per_dim", "format_bpd", "VARIANCES", "learned_log_variance", "normal_kl_tensor",
            "DiscretizedGaussianLogLikelihood", "discretized_gaussian_log_likelihood_tensor"]
 
 VARIANCES = ("beta", "beta_tilde")
@@ -323,6 +323,22 @@ def _predicted_eps(model, x_t, t, with_v=False):
     return (eps, np.asarray(v, dtype=np.float64)) if with_v else eps
 
 
+def learned_log_variance(v, log_beta, log_beta_tilde):
+    r"""The learned variance's log (Nichol & Dhariwal, 2021, eq. 15), per pixel:
+
+    .. math::
+
+        \log\Sigma_\theta = v' \log\beta_t + (1 - v') \log\tilde\beta_t, \qquad
+        v' = (v + 1) / 2
+
+    (the model's output v mapped from [-1, 1] to [0, 1], as in the paper's code). ``v``: an
+    array or a Tensor (then differentiable); ``log_beta``, ``log_beta_tilde``: numbers or arrays
+    that broadcast against it. Used by :func:`p_mean_variance`, the hybrid loss and the iddpm
+    sampler."""
+    frac = (v + 1.0) * 0.5
+    return frac * log_beta + (1.0 - frac) * log_beta_tilde
+
+
 def p_mean_variance(model, x_t, t, variance="beta", clip=True, schedule=None,
                     log_variance=None):
     r"""The reverse step p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), Sigma) of a model that
@@ -390,8 +406,7 @@ def p_mean_variance(model, x_t, t, variance="beta", clip=True, schedule=None,
         x0 = np.clip(x0, -1, 1)
     mean, _, post_log_var = q_posterior(x0, x_t, t, alpha, abar, beta)
     if learned is not None:  # Nichol & Dhariwal, eq. 15, v' = (v + 1) / 2 as in their code
-        frac = (learned + 1) / 2
-        log_var = frac * np.log(_at(beta, t, x_t)) + (1 - frac) * post_log_var
+        log_var = learned_log_variance(learned, np.log(_at(beta, t, x_t)), post_log_var)
     elif log_variance is not None:
         log_var = np.asarray(log_variance, dtype=np.float64)
     elif variance == "beta_tilde":

@@ -201,7 +201,8 @@ class HybridLoss:
         return self
 
     def __call__(self, y_true, y_pred):
-        from .likelihood import DiscretizedGaussianLogLikelihood, normal_kl_tensor
+        from .likelihood import (DiscretizedGaussianLogLikelihood, learned_log_variance,
+                                 normal_kl_tensor)
 
         if self.schedule is None:
             raise ValueError("HybridLoss: compile the model with it first, model.compile("
@@ -223,8 +224,7 @@ class HybridLoss:
         dtype = y_pred.dtype
         log_beta = s["log_beta"][t].reshape(per_image).astype(dtype)
         log_beta_tilde = s["log_beta_tilde"][t].reshape(per_image).astype(dtype)
-        frac = (v + 1.0) * 0.5
-        log_var = frac * log_beta + (1.0 - frac) * log_beta_tilde
+        log_var = learned_log_variance(v, log_beta, log_beta_tilde)
         # mu_theta - tilde mu_t, a constant (the mean's gradient is stopped)
         shift = (-s["c"][t].reshape(per_image) * (eps_theta.data - eps)).astype(dtype)
         kl = normal_kl_tensor(np.zeros_like(shift), log_beta_tilde, shift, log_var)

@@ -338,8 +338,9 @@ def learned_variance_step(X, x0, v, abar_t, abar_s, z):
         return mean
     beta = 1 - abar_t / abar_s
     beta_tilde = (1 - abar_s) / (1 - abar_t) * beta
-    frac = (v + 1) / 2
-    log_var = frac * math.log(beta) + (1 - frac) * math.log(beta_tilde)
+    from .likelihood import learned_log_variance
+
+    log_var = learned_log_variance(v, math.log(beta), math.log(beta_tilde))
     return (mean + np.exp(0.5 * log_var) * z).astype(np.float32)
 
 
