@@ -161,8 +161,43 @@ def test_batchnorm_kernels_match_reference(shape):
 def test_groupnorm_kernel_matches_reference(shape, groups):
     x = randn(*shape) * 2 - 1
     gamma, beta = randn(shape[-1]), randn(shape[-1])
-    y, _, _ = K.groupnorm_forward(x, gamma, beta, groups, 1e-3)
+    y, mean, inv_std = K.groupnorm_forward(x, gamma, beta, groups, 1e-3)
     np.testing.assert_allclose(y, R.groupnorm(x, gamma, beta, groups, 1e-3), **TOL)
+    # the backward against the formula in float64, per image and group (no kernel shared)
+    dy = randn(*shape)
+    dx, dgamma, dbeta = K.groupnorm_backward(dy, x, gamma, mean, inv_std)
+    n, h, w, c = shape
+    xg = x.astype(np.float64).reshape(n, h * w, groups, c // groups)
+    xhat = (xg - xg.mean(axis=(1, 3), keepdims=True)) / np.sqrt(xg.var(axis=(1, 3), keepdims=True)
+                                                                 + 1e-3)
+    gg = (dy.astype(np.float64) * gamma).reshape(xg.shape)
+    want = (gg - gg.mean(axis=(1, 3), keepdims=True)
+            - xhat * (gg * xhat).mean(axis=(1, 3), keepdims=True)) / np.sqrt(
+                xg.var(axis=(1, 3), keepdims=True) + 1e-3)
+    np.testing.assert_allclose(dx, want.reshape(shape), **TOL)
+    np.testing.assert_allclose(dgamma, (dy * xhat.reshape(shape)).sum(axis=(0, 1, 2)), **TOL)
+    np.testing.assert_allclose(dbeta, dy.sum(axis=(0, 1, 2)), **TOL)
+
+
+@pytest.mark.parametrize("lead,L,M,d,e", [((32, 4), 196, 196, 8, 8), ((2,), 5, 7, 3, 4),
+                                          ((1, 2, 3), 1, 1, 1, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_attention_kernels_match_reference(lead, L, M, d, e, dtype):
+    q, k = randn(*lead, L, d, dtype=dtype), randn(*lead, M, d, dtype=dtype) * 3
+    v, g = randn(*lead, M, e, dtype=dtype), randn(*lead, L, e, dtype=dtype)
+    tol = TOL if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    z, a = K.attention_forward(q, k, v)
+    z_ref, a_ref = R.attention(q, k, v)
+    assert z.dtype == a.dtype == dtype and z.shape == (*lead, L, e) and a.shape == (*lead, L, M)
+    np.testing.assert_allclose(z, z_ref, **tol)
+    np.testing.assert_allclose(a, a_ref, **tol)
+    for got, want in zip(K.attention_backward(g, q, k, v, a),
+                         R.attention_backward(g, q, k, v, a_ref)):
+        assert got.dtype == dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, **tol)
+    # not C-contiguous (a transposed view, as the attention block passes) gives the same
+    qt = np.ascontiguousarray(np.swapaxes(q, -1, -2)).swapaxes(-1, -2)
+    np.testing.assert_allclose(K.attention_forward(qt, k, v)[0], z_ref, **tol)
 
 
 # ---- gradients of the graph ops that call the kernels, float64, finite differences ---------------
@@ -238,6 +273,14 @@ def test_elementwise_kernels_match_reference(shape):
     np.testing.assert_array_equal(EW.relu(x), R.relu(x))
     np.testing.assert_array_equal(EW.relu_backward(g, EW.relu(x)), R.relu_backward(g, R.relu(x)))
     np.testing.assert_array_equal(EW.add(x, y), R.add(x, y))
+    fused = EW.silu(x * 8)             # large |x| too: the stable logistic
+    if fused is not None:              # None below MIN_SIZE: ops.SiLU uses NumPy then
+        for got, want in zip(fused, R.silu(x * 8)):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(EW.silu_backward(g, x, fused[1]),
+                                   R.silu_backward(g, x, fused[1]), rtol=1e-6, atol=1e-7)
+    else:
+        assert x.size < EW.MIN_SIZE
     np.testing.assert_array_equal(EW.add(x, v), R.add(x, v))
     np.testing.assert_allclose(EW.pixel_sum(g), R.pixel_sum(g), **TOL)
     g2 = g.reshape(-1, shape[3])

@@ -810,7 +810,7 @@ class Dropout(Module):
         if not self.training or self.rate == 0:
             return x
         rng = self.rng or _rng
-        keep = (rng.random(x.shape) >= self.rate).astype(x.dtype) / np.asarray(1 - self.rate,
+        keep = (rng.random(x.shape, dtype=np.float32) >= self.rate).astype(x.dtype) / np.asarray(1 - self.rate,
                                                                                 x.dtype)
         return x * keep
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import kernels as K
 from .kernels import elementwise as EW
 from .tensor import Function, Tensor
 
@@ -239,14 +240,17 @@ class SiLU(Function):
     """y = x sigmoid(x);  dy/dx = s (1 + x (1 - s)) with s = sigmoid(x)."""
     @staticmethod
     def forward(ctx, x):
-        s = sigmoid_array(x)
-        ctx.save_for_backward(x, s)
-        return x * s
+        fused = EW.silu(x)                 # one pass on every thread; None: NumPy's turn
+        if fused is None:
+            s = sigmoid_array(x)
+            fused = x * s, s
+        ctx.save_for_backward(x, fused[1])
+        return fused[0]
 
     @staticmethod
     def backward(ctx, g):
         x, s = ctx.saved
-        return g * s * (1 + x * (1 - s))
+        return EW.silu_backward(g, x, s)
 
 
 def sigmoid_array(x):
@@ -263,6 +267,8 @@ class MatMul(Function):
     @staticmethod
     def forward(ctx, x, y):
         ctx.save_for_backward(x, y)
+        if x.ndim == 2 and y.ndim == 2:         # a Dense layer's product: on every thread
+            return K.matmul(x, y)
         return np.matmul(x, y)
 
     @staticmethod
@@ -270,6 +276,9 @@ class MatMul(Function):
         x, y = ctx.saved
         if x.ndim == 1 and y.ndim == 1:
             return g * y, g * x
+        if x.ndim == 2 and y.ndim == 2:
+            return (K.matmul(g, y, trans_b=True) if ctx.needs_input_grad[0] else None,
+                    K.matmul(x, g, trans_a=True) if ctx.needs_input_grad[1] else None)
         # treat a vector as a 1-row (left) or 1-column (right) matrix
         x2 = x[None, :] if x.ndim == 1 else x
         y2 = y[:, None] if y.ndim == 1 else y
@@ -293,7 +302,9 @@ class Attention(Function):
         dV = A^T G,   dA = G V^T,   dS = A * (dA - sum(dA * A, last axis)),
         dQ = dS K / sqrt(d),   dK = dS^T Q / sqrt(d).
 
-    The softmax subtracts each row's maximum first, so large scores cannot overflow.
+    The softmax subtracts each row's maximum first, so large scores cannot overflow. The work is
+    ``kernels/attention.py`` (fused, one image and head per thread); ``kernels/reference.py``
+    has the same equations as NumPy products, and the tests compare the two.
     """
     @staticmethod
     def forward(ctx, q, k, v):
@@ -302,22 +313,13 @@ class Attention(Function):
             raise ValueError(f"attention: Q {q.shape}, K {k.shape} and V {v.shape} do not fit "
                              "(the same leading axes; Q and K the same last axis, K and V the same "
                              "second-last)")
-        scale = np.asarray(1 / np.sqrt(q.shape[-1]), q.dtype)
-        s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
-        a = np.exp(s - s.max(axis=-1, keepdims=True))
-        a /= a.sum(axis=-1, keepdims=True)
+        z, a = K.attention_forward(q, k, v)    # kernels/attention.py; NumPy: reference.py
         ctx.save_for_backward(q, k, v, a)
-        ctx.args = scale
-        return np.matmul(a, v)
+        return z
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v, a = ctx.saved
-        scale = ctx.args
-        dv = np.matmul(np.swapaxes(a, -1, -2), g)
-        da = np.matmul(g, np.swapaxes(v, -1, -2))
-        ds = a * (da - (da * a).sum(axis=-1, keepdims=True)) * scale
-        return np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), dv
+        return K.attention_backward(g, *ctx.saved)
 
 
 def _expand_reduced(g, shape, axis, keepdims):

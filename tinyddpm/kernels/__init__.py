@@ -8,6 +8,7 @@ workers keep spinning for a while after each product, and numba's workers beside
 oversubscribed the 2 cores here (a training step took 540 ms instead of 110 ms at batch 32 when
 both pools were live). ``NUMBA_NUM_THREADS`` sets the number of threads.
 """
+from .attention import attention_backward, attention_forward
 from .blas import matmul
 from .conv import (conv2d_backward, conv2d_forward, conv2d_geometry, conv_output_and_padding,
                    col2im, im2col, transpose_kernel_as_conv)

@@ -6,6 +6,7 @@ ms, :func:`relu` 0.10 ms). Each function takes the arrays the graph op has and f
 NumPy for shapes, dtypes or sizes it does not specialise, so the result is always NumPy's.
 
     relu(x) = max(x, 0)                      relu_backward(g, y) = g where y > 0, else 0
+    silu(x) = (x sigma(x), sigma(x))         silu_backward(g, x, s) = g s (1 + x (1 - s))
     add(x, y) = x + y  (same shape, or y of shape (N, 1, 1, C) added to every pixel of x)
     pixel_sum(g)[n, 0, 0, c] = sum_{h, w} g[n, h, w, c]  (the gradient of the per-pixel add)
     column_sum(g)[c] = sum_r g[r, c]  (a bias's gradient)
@@ -49,6 +50,27 @@ def _relu_backward(g, y):
     dx = np.empty_like(g)
     for i in prange(g.size):
         dx[i] = g[i] if y[i] > 0 else 0
+    return dx
+
+
+@njit(parallel=True, cache=True)
+def _silu(x, e):
+    """x, e = exp(-|x|) -> (x sigmoid(x), sigmoid(x)); the sigmoid overwrites e. The stable
+    logistic: sigmoid(x) = 1 / (1 + e) for x >= 0, e / (1 + e) below (exp never overflows)."""
+    y = np.empty_like(x)
+    for i in prange(x.size):
+        v, ev = x[i], e[i]
+        sig = 1 / (1 + ev) if v >= 0 else ev / (1 + ev)
+        e[i] = sig
+        y[i] = v * sig
+    return y, e
+
+
+@njit(parallel=True, cache=True)
+def _silu_backward(g, x, s):
+    dx = np.empty_like(g)
+    for i in prange(g.size):
+        dx[i] = g[i] * s[i] * (1 + x[i] * (1 - s[i]))
     return dx
 
 
@@ -143,6 +165,24 @@ def relu_backward(g, y):
     if not _fast(g, y) or g.shape != y.shape:
         return g * (y > 0)
     return _relu_backward(g.reshape(-1), y.reshape(-1)).reshape(g.shape)
+
+
+def silu(x):
+    """(x sigmoid(x), sigmoid(x)): SiLU's output and the sigmoid its backward needs; None for
+    arrays the kernel does not take (the caller then uses NumPy)."""
+    if not _fast(x):
+        return None
+    e = np.abs(x)
+    np.negative(e, out=e)
+    np.exp(e, out=e)            # NumPy's vectorised exp (numba's is a scalar call per value)
+    y, s = _silu(x.reshape(-1), e.reshape(-1))
+    return y.reshape(x.shape), s.reshape(x.shape)
+
+
+def silu_backward(g, x, s):
+    if not _fast(g, x, s) or not g.shape == x.shape == s.shape:
+        return g * s * (1 + x * (1 - s))
+    return _silu_backward(g.reshape(-1), x.reshape(-1), s.reshape(-1)).reshape(g.shape)
 
 
 def _per_pixel_shape(x, y):

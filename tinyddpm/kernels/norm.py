@@ -149,16 +149,17 @@ def batchnorm_backward(dy, x, gamma, mean, var, eps):
     return dx.reshape(x.shape), dgamma.astype(dt), dbeta.astype(dt)
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def groupnorm_forward(x, gamma, beta, groups, eps):
-    """x (N, H, W, C) -> (y, mean (N, G), inv_std (N, G)), statistics per image and group."""
+    """x (N, H, W, C) -> (y, mean (N, G), inv_std (N, G)), statistics per image and group
+    (one image per thread)."""
     n_img, h, w, c = x.shape
     cg = c // groups
     x3 = x.reshape(n_img, h * w, c)
     y = np.empty_like(x3)
     mean = np.empty((n_img, groups))
     inv_std = np.empty((n_img, groups))
-    for n in range(n_img):
+    for n in prange(n_img):
         acc = np.zeros((2, c))
         for p in range(h * w):
             for ch in range(c):
@@ -178,9 +179,9 @@ def groupnorm_forward(x, gamma, beta, groups, eps):
     return y.reshape(n_img, h, w, c), mean, inv_std
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def groupnorm_backward(dy, x, gamma, mean, inv_std):
-    """(dx, dgamma, dbeta) of :func:`groupnorm_forward`.
+    """(dx, dgamma, dbeta) of :func:`groupnorm_forward` (one image per thread).
 
     Per image and group, with g = dy * gamma and K values in the group:
         dx = inv_std * (g - mean(g) - xhat * mean(g * xhat))
@@ -191,17 +192,17 @@ def groupnorm_backward(dy, x, gamma, mean, inv_std):
     x3 = x.reshape(n_img, h * w, c)
     dy3 = dy.reshape(n_img, h * w, c)
     dx = np.empty_like(x3)
-    part = np.zeros((2, c))  # sum dy * xhat, sum dy (for dgamma, dbeta)
+    part = np.zeros((n_img, 2, c))  # per image: sum dy * xhat, sum dy (for dgamma, dbeta)
     count = h * w * cg
-    for n in range(n_img):
+    for n in prange(n_img):
         acc = np.zeros((2, c))  # sum g, sum g * xhat, per channel
         for p in range(h * w):
             for ch in range(c):
                 gr = ch // cg
                 xhat = (x3[n, p, ch] - mean[n, gr]) * inv_std[n, gr]
                 d = np.float64(dy3[n, p, ch])
-                part[0, ch] += d * xhat
-                part[1, ch] += d
+                part[n, 0, ch] += d * xhat
+                part[n, 1, ch] += d
                 acc[0, ch] += d * gamma[ch]
                 acc[1, ch] += d * gamma[ch] * xhat
         for gr in range(groups):
@@ -211,4 +212,5 @@ def groupnorm_backward(dy, x, gamma, mean, inv_std):
                 for ch in range(gr * cg, (gr + 1) * cg):
                     xhat = (x3[n, p, ch] - mean[n, gr]) * inv_std[n, gr]
                     dx[n, p, ch] = inv_std[n, gr] * (dy3[n, p, ch] * gamma[ch] - mg - xhat * mgx)
-    return dx.reshape(n_img, h, w, c), part[0].astype(x.dtype), part[1].astype(x.dtype)
+    totals = part.sum(axis=0)
+    return dx.reshape(n_img, h, w, c), totals[0].astype(x.dtype), totals[1].astype(x.dtype)

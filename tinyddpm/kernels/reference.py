@@ -132,3 +132,31 @@ def concat_channels(a, b):
 def matmul(a, b, trans_a=False, trans_b=False, bias=None):
     c = (a.T if trans_a else a) @ (b.T if trans_b else b)
     return c if bias is None else c + bias
+
+
+def silu(x):
+    """x sigmoid(x), and sigmoid(x) (the backward needs it)."""
+    s = 1 / (1 + np.exp(-x.astype(np.float64)))
+    return (x * s).astype(x.dtype), s.astype(x.dtype)
+
+
+def silu_backward(g, x, s):
+    return g * s * (1 + x * (1 - s))
+
+
+def attention(q, k, v):
+    """Z = softmax(Q K^T / sqrt(d)) V with the softmax over the last axis; returns (Z, A)."""
+    s = np.matmul(q, np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1])
+    a = np.exp(s - s.max(axis=-1, keepdims=True))
+    a = (a / a.sum(axis=-1, keepdims=True)).astype(q.dtype)
+    return np.matmul(a, v), a
+
+
+def attention_backward(g, q, k, v, a):
+    """(dQ, dK, dV): dV = A^T G, dA = G V^T, dS = A (dA - rowsum(dA A)) / sqrt(d),
+    dQ = dS K, dK = dS^T Q."""
+    scale = 1 / np.sqrt(q.shape[-1])
+    dv = np.matmul(np.swapaxes(a, -1, -2), g)
+    da = np.matmul(g, np.swapaxes(v, -1, -2))
+    ds = (a * (da - (da * a).sum(axis=-1, keepdims=True)) * scale).astype(q.dtype)
+    return np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), dv
