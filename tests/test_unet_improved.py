@@ -1,8 +1,11 @@
 """The improved U-Net (unet_improved.py): shapes, its gradient against central differences
 (float64, a tiny configuration), per-image normalisation, dropout only in training, the errors."""
+import os
+
 import numpy as np
 import pytest
 
+from tinyddpm.checkpoint import read_checkpoint
 from tinyddpm.tensor import Tensor
 from tinyddpm.testing import gradcheck
 from tinyddpm.unet_improved import AttentionBlock, ResBlock, build_improved_model
@@ -16,6 +19,7 @@ def inputs(n=2, T=10):
 
 
 def tiny(**options):
+    options = {"attention": (14, 7), **options}     # both attention sides, so both are tested
     return build_improved_model(T=10, widths=(4, 8, 8), groups=2, heads=2, seed=0, **options)
 
 
@@ -71,6 +75,25 @@ def test_widths_that_groups_or_heads_cannot_split_are_refused():
         build_improved_model(T=10, widths=(4, 6, 6), groups=2, heads=4)
     with pytest.raises(ValueError, match="3 values"):
         build_improved_model(T=10, widths=(8, 8), groups=2)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"attention": (13,)}, "attention: sides among 28, 14, 7"),
+    ({"attention": (7, 7)}, "attention: sides among 28, 14, 7"),
+    ({"dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
+    ({"dropout": -0.1}, r"dropout must lie in \[0, 1\)"),
+    ({"heads": 0}, "heads must be a whole number >= 1"),
+    ({"widths": (0, 8, 8)}, "widths must be whole numbers >= 1"),
+])
+def test_options_out_of_range_are_refused_before_building(options, message):
+    with pytest.raises(ValueError, match=message):
+        build_improved_model(T=10, **{"widths": (4, 8, 8), "groups": 2, "heads": 2, **options})
+
+
+def test_defaults_are_the_shipped_recipe():
+    model = build_improved_model(T=10, seed=0)
+    assert model.config["widths"] == [16, 32, 64] and model.config["attention"] == [7]
+    assert model.config["dropout"] == 0.0 and model.config["heads"] == 4
 
 
 # ------------------------------------------------------------------ checkpoints and the command line
@@ -129,3 +152,95 @@ def test_train_the_improved_model_from_the_command_line_and_resume_it(tmp_path, 
     assert main(["train", "--model", "improved", "--conditional", "--epochs", "1",
                  "--checkpoint", str(tmp_path / "d.npz")]) == 2
     assert "drop --conditional" in capsys.readouterr().err
+
+
+def test_the_command_line_shapes_the_improved_model_and_a_resume_keeps_it(tmp_path, monkeypatch,
+                                                                          capsys):
+    from tinyddpm import data
+    from tinyddpm.__main__ import main
+
+    monkeypatch.setattr(data, "SEARCH_DIRS", ())          # the embedded subset: fast, the same
+    monkeypatch.delenv("TINYDDPM_DATA", raising=False)
+    ckpt = str(tmp_path / "c.npz")
+    shape = ["--widths", "8,16,16", "--attention", "14,7", "--heads", "2", "--dropout", "0.1"]
+    run = ["train", "--model", "improved", "--steps-per-epoch", "2", "--batch-size", "4",
+           "--seed", "1", "--quiet", "--checkpoint", ckpt]
+    assert main([*run, "--epochs", "1", *shape]) == 0
+    config = read_checkpoint(ckpt)[0]["config"]
+    assert (config["widths"], config["attention"], config["heads"], config["dropout"]) == \
+        ([8, 16, 16], [14, 7], 2, 0.1)
+    assert main([*run, "--epochs", "2", "--resume"]) == 0              # the checkpoint's shape
+    assert main([*run, "--epochs", "3", "--resume", *shape]) == 0      # given again: agrees
+    assert read_checkpoint(ckpt)[0]["epoch"] == 3
+    capsys.readouterr()
+    assert main([*run, "--epochs", "4", "--resume", "--widths", "8,16,32"]) == 2
+    assert "--widths differs from the checkpoint's (8,16,16)" in capsys.readouterr().err
+    assert read_checkpoint(ckpt)[0]["epoch"] == 3                      # nothing trained
+    other = str(tmp_path / "d.npz")
+    for words, message in [
+            (["--model", "improved", "--widths", "12,24,48"], "width 12 is not divisible"),
+            (["--model", "improved", "--widths", "8,16,24", "--heads", "5"],
+             "cannot be split into heads=5"),
+            (["--dropout", "0.2"], "--dropout only applies to the improved U-Net"),
+            (["--model", "improved", "--attention", "13"], "each must be one of 28, 14, 7"),
+            (["--model", "improved", "--widths", "8,16"], "expected 3 numbers")]:
+        try:
+            code = main(["train", "--epochs", "1", "--checkpoint", other, *words])
+        except SystemExit as e:                 # argparse's own refusals exit there
+            code = e.code
+        assert code == 2
+        assert message in capsys.readouterr().err
+        assert not os.path.exists(other)
+
+
+def test_exporting_an_improved_checkpoint_writes_the_improved_file_not_the_books(
+        tmp_path, monkeypatch):
+    import tinyddpm as td
+    from tinyddpm import data, pretrained
+
+    monkeypatch.setattr(data, "SEARCH_DIRS", ())
+    monkeypatch.delenv("TINYDDPM_DATA", raising=False)
+    from tinyddpm.__main__ import main
+
+    ckpt = str(tmp_path / "c.npz")
+    assert main(["train", "--model", "improved", "--learn-sigma", "--widths", "8,16,16",
+                 "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--seed", "1",
+                 "--ema", "0.9", "--quiet", "--checkpoint", ckpt]) == 0
+    book_before = pretrained.PRETRAINED["book"].read_bytes()
+    target = tmp_path / "improved_unet.npz"
+    monkeypatch.setitem(pretrained.PRETRAINED, "improved", target)
+    info = pretrained.export_pretrained(ckpt)           # the default path: by the file's kind
+    assert info["path"] == str(target) and info["weights"] == "moving average"
+    assert info["batchnorm_recalibrated_batches"] == 0   # GroupNorm: nothing to re-estimate
+    assert pretrained.PRETRAINED["book"].read_bytes() == book_before
+    model = td.load_pretrained(kind="improved")
+    trained, _ = pretrained.model_from_checkpoint(ckpt)
+    trained.use_ema_weights()
+    for name, value in trained.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[name], value, err_msg=name)
+
+
+def test_the_shipped_improved_model_samples_with_its_learned_variance():
+    import tinyddpm as td
+
+    model = td.load_pretrained(kind="improved")
+    assert model.learns_sigma and model.config["model"] == "improved"
+    images = td.sample(model, 2, "iddpm", steps=3, seed=0)
+    assert images.shape == (2, 28, 28, 1) and np.isfinite(images).all()
+    assert 0 <= images.min() and images.max() <= 1
+    with pytest.raises(ValueError, match="kind must be one of 'book', 'conditional', 'latent', "
+                                         "'improved'"):
+        td.load_pretrained(kind="improve")
+
+
+@pytest.mark.parametrize("to", ["torch", "onnx"])
+def test_export_refuses_the_improved_model_and_says_how_to_sample_it(to, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from tinyddpm.__main__ import main
+
+    out = str(tmp_path / ("m.pt" if to == "torch" else "m.onnx"))
+    assert main(["export", "--pretrained", "improved", "--to", to, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "has no PyTorch or ONNX twin yet" in err
+    assert "`python -m tinyddpm sample --pretrained improved --sampler iddpm`" in err
+    assert not os.path.exists(out)

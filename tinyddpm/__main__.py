@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from ._cli import (HelpFormatter, UsageError, command, parser as new_parser, real_number,
-                   whole_number)
+                   whole_number, whole_numbers)
 from .checkpoint import CheckpointError
 from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, SPACINGS, timesteps
 
@@ -51,6 +51,7 @@ TRAIN_OPTIONS = {**RUN_OPTIONS, "model": "book", "learn_sigma": False, "conditio
                  "label_dropout": 0.1}
 LATENT_OPTIONS = {**RUN_OPTIONS, "ae_epochs": 4}
 CHANGEABLE = {"learning_rate", "ae_epochs"}  # --epochs is a target, never recorded
+SHIPPED = ["book", "conditional", "latent", "improved"]  # --pretrained: tinyddpm.pretrained
 
 
 def _flag(name):
@@ -193,14 +194,16 @@ def _train_run(args):
     ckpt = args.checkpoint
     best_path = os.path.splitext(ckpt)[0] + ".best.npz"
     _lock_and_check(args, [ckpt], [best_path])
-    saved = None
+    saved, saved_config = None, None
     if args.resume:
         header = read_checkpoint(ckpt)[0]
         _expect(ckpt, header, ("book", "conditional", "improved"), "train")
         saved = _saved_run(header, checkpoint_kind(header), ckpt, args.parser)
+        saved_config = header.get("config") or {}
     notes = _run_options(args, TRAIN_OPTIONS, saved, ckpt)
     if args.learn_sigma and args.model != "improved":
         raise UsageError("--learn-sigma applies to the improved U-Net: add --model improved")
+    architecture = _improved_architecture(args, saved_config)
     if args.model == "improved" and (args.conditional or args.init_from):
         raise UsageError(f"--model improved has no class input and starts from scratch: drop "
                          f"{'--conditional' if args.conditional else '--init-from'}")
@@ -214,7 +217,7 @@ def _train_run(args):
     (X_train, y_train), (X_valid, y_valid) = td.split_train_valid(X_full, y_full)  # 1/12 valid
     seed, conditional = args.seed, args.conditional
     if args.model == "improved":
-        model = td.build_improved_model(seed=seed, learn_sigma=args.learn_sigma)
+        model = td.build_improved_model(seed=seed, learn_sigma=args.learn_sigma, **architecture)
     else:
         model = td.build_diffusion_model(seed=seed, num_classes=10 if conditional else None)
     loss = td.HybridLoss() if args.learn_sigma else td.Huber()
@@ -250,6 +253,43 @@ def _train_run(args):
         return code
     print(f"Done in {time.perf_counter() - start:.0f} s. {_written(ckpt, best_path)}")
     return 0
+
+
+ARCHITECTURE = ("widths", "attention", "heads", "dropout")  # train's --model improved options
+
+
+def _improved_architecture(args, saved_config):
+    """The improved U-Net's shape from --widths, --attention, --heads, --dropout: as given (the
+    builder's defaults for those not given), or on --resume the checkpoint's, which a given
+    value must match. Refused for the book's U-Net, which has none of them."""
+    given = {name: getattr(args, name) for name in ARCHITECTURE if getattr(args, name) is not None}
+    if args.model != "improved":
+        if given:
+            flags = " and ".join(_flag(n) for n in given)
+            raise UsageError(f"{flags} only appl{'ies' if len(given) == 1 else 'y'} to the "
+                             f"improved U-Net: add --model improved, or drop "
+                             f"{'it' if len(given) == 1 else 'them'}")
+        return {}
+    if saved_config is None:
+        from .unet_improved import check_options
+
+        try:
+            check_options(**given)
+        except ValueError as e:
+            raise UsageError(str(e).replace("build_improved_model: ", "--model improved: ")
+                             + "; choose --widths, --attention and --heads that fit") from None
+        return given
+    saved = {name: saved_config[name] for name in ARCHITECTURE}
+    for name, value in given.items():
+        same = (list(value) == list(saved[name]) if isinstance(value, tuple)
+                else value == saved[name])
+        if not same:
+            shown = ",".join(map(str, saved[name])) if isinstance(saved[name], list) \
+                else saved[name]
+            raise UsageError(f"{_flag(name)} differs from the checkpoint's ({shown}): a resumed "
+                             f"run keeps its model; drop {_flag(name)}, or start a new run "
+                             "without --resume")
+    return saved
 
 
 def _check_position(model, steps, ckpt):
@@ -457,7 +497,7 @@ def _sample(args):
 
     if (args.checkpoint is None) == (args.pretrained is None):
         raise UsageError("sample needs --checkpoint FILE (a model you trained) or --pretrained "
-                         "book|conditional|latent (a shipped model)")
+                         f"{'|'.join(SHIPPED)} (a shipped model)")
     if args.pretrained:
         args.checkpoint = str(PRETRAINED[args.pretrained])
     n_max = 100 if args.class_ is not None and args.class_.lower() == "all" and args.n is None \
@@ -505,6 +545,10 @@ def _sample(args):
     if args.eta is not None and args.sampler != "ddim":
         raise UsageError(f"--eta applies to --sampler ddim, not {args.sampler}: drop it")
     args.eta = 0.0 if args.eta is None else args.eta
+    if args.variance is not None and args.sampler != "ddpm-respaced":
+        raise UsageError(f"--variance applies to --sampler ddpm-respaced, not {args.sampler}"
+                         + (" (iddpm uses the variance the model learned)"
+                            if args.sampler == "iddpm" else "") + ": drop it")
     if args.steps is not None and args.steps > T:
         raise UsageError(f"--steps: this model has T = {T} time steps, so a sampler takes 1 to "
                          f"{T} steps, got {args.steps}")
@@ -518,7 +562,8 @@ def _sample(args):
     guide = {"label": label, "guidance": args.guidance} if label is not None else {}
     try:
         images = td.sample(model, n, args.sampler, steps=args.steps, spacing=args.spacing,
-                           eta=args.eta, seed=args.seed, progress=True, **guide)
+                           eta=args.eta, seed=args.seed, progress=True, variance=args.variance,
+                           **guide)
     except FloatingPointError as e:
         raise CheckpointError(f"{args.checkpoint!r}: {e}") from None
     took = time.perf_counter() - start
@@ -527,7 +572,8 @@ def _sample(args):
         T, args.steps or DEFAULT_STEPS, spacing, td.model_schedule(model)[1]))
     what = (f"ddpm, the slide's {T - 1} steps" if args.sampler == "ddpm" else
             f"{args.sampler}, {visited} steps, {spacing} spacing" +
-            (f", eta {args.eta:g}" if args.eta else ""))
+            (f", eta {args.eta:g}" if args.eta else "") +
+            (f", variance {args.variance}" if args.variance else ""))
     if label is not None:
         what += (", one class a row" if per_class else f", class {td.CLASS_NAMES[label]}") + \
             f", guidance {args.guidance:g}"
@@ -561,7 +607,7 @@ def _export(args):
 
     if (args.checkpoint is None) == (args.pretrained is None):
         raise UsageError("export needs --checkpoint FILE (a model you trained, or a .pt file to "
-                         "convert back) or --pretrained book|conditional|latent (a shipped one)")
+                         f"convert back) or --pretrained {'|'.join(SHIPPED)} (a shipped one)")
     if args.pretrained:
         args.checkpoint = str(PRETRAINED[args.pretrained])
     ckpt, (suffixes, packages, kinds) = args.checkpoint, EXPORT_FORMATS[args.to]
@@ -626,6 +672,15 @@ def _export_refused(args, kind, header):
     from tinyddpm.checkpoint import describe_kind
 
     ckpt = args.checkpoint
+    if kind == "improved":  # a model the package trains and samples, but has no twin for yet
+        how = command("python", "-m", "tinyddpm", "sample", *(
+            ["--pretrained", args.pretrained] if args.pretrained else ["--checkpoint", ckpt]),
+            "--sampler", "iddpm" if (header.get("config") or {}).get("learn_sigma") else
+            DEFAULT_SAMPLER)
+        return (f"`export --to {args.to}` cannot use {ckpt!r}: it holds the improved U-Net "
+                "(Nichol & Dhariwal 2021), which has no PyTorch or ONNX twin yet (export takes "
+                f"the book's U-Net, the class-conditional one and latent models); tinyddpm "
+                f"samples it: `{how}`")
     if kind == "other" or args.to != "onnx":
         return f"`export --to {args.to}` cannot use {ckpt!r}: it {describe_kind(ckpt, header)}"
     words = (f"`export --to onnx` covers the pixel diffusion U-Nets only (the book's and the "
@@ -784,8 +839,23 @@ def build_parser():
     _training_options(train, "ckpt.npz")
     train.add_argument("--model", choices=["book", "improved"], default=None,
                        help="book: the book's U-Net; improved: residual blocks, GroupNorm, "
-                       "attention at 14x14 and 7x7 (Nichol & Dhariwal 2021; "
-                       "td.build_improved_model) (default: book; with --resume, the checkpoint's)")
+                       "self-attention (Nichol & Dhariwal 2021; td.build_improved_model; shape "
+                       "it with --widths, --attention, --heads, --dropout) (default: book; with "
+                       "--resume, the checkpoint's)")
+    improved = "with --model improved: "
+    train.add_argument("--widths", type=whole_numbers(3, low=1), default=None, metavar="W,W,W",
+                       help=improved + "channels at 28x28, 14x14 and 7x7 (default: 16,32,64; "
+                       "with --resume, the checkpoint's)")
+    train.add_argument("--attention", type=whole_numbers(choices=(28, 14, 7), empty="none"),
+                       default=None, metavar="SIDES",
+                       help=improved + "the resolutions with self-attention, e.g. 14,7, or none "
+                       "(default: 7; with --resume, the checkpoint's)")
+    train.add_argument("--heads", type=whole_number(1, 64), default=None,
+                       help=improved + "attention heads (default: 4; with --resume, the "
+                       "checkpoint's)")
+    train.add_argument("--dropout", type=real_number(0, 1, high_open=True), default=None,
+                       metavar="RATE", help=improved + "dropout inside each residual block "
+                       "(default: 0; with --resume, the checkpoint's)")
     train.add_argument("--learn-sigma", action="store_true", default=None,
                        help="with --model improved: also learn the reverse variances, trained "
                        "with the hybrid loss L_simple + 0.001 L_vlb (Nichol & Dhariwal 2021); "
@@ -822,9 +892,10 @@ def build_parser():
         description="Generate images with the slide's full DDPM loop or a few-step sampler "
         "(DPM-Solver++(2M) by default; DDIM, Heun, ...: the README's 'Sampling faster'), and "
         "save them as a PNG grid (and a .npy array). The shipped models: --pretrained book "
-        "(the book's U-Net), conditional (one class at a time, with --class) or latent.")
+        "(the book's U-Net), conditional (one class at a time, with --class), latent, or "
+        "improved (learned variances: --sampler iddpm).")
     which = sample.add_mutually_exclusive_group()
-    which.add_argument("--pretrained", choices=["book", "conditional", "latent"], default=None,
+    which.add_argument("--pretrained", choices=SHIPPED, default=None,
                        help="sample a shipped model (in tinyddpm/assets/)")
     which.add_argument("--checkpoint", default=None, metavar="FILE",
                        help="sample a model you trained (`train` or `train-latent`)")
@@ -848,6 +919,9 @@ def build_parser():
                         "dpm-solver-2 call the model twice a step")
     sample.add_argument("--spacing", choices=list(SPACINGS), default=None,
                         help="which time steps (default: the sampler's measured best)")
+    sample.add_argument("--variance", choices=["beta", "beta_tilde"], default=None,
+                        help="with --sampler ddpm-respaced: each step's fixed variance, the "
+                        "slide's beta_t or the posterior's beta_tilde_t (default: beta)")
     sample.add_argument("--eta", type=real_number(0, 1), default=None,
                         help="with --sampler ddim: 0 deterministic, 1 as much noise as DDPM "
                         "(default: 0)")
@@ -877,7 +951,7 @@ def build_parser():
     which = export.add_mutually_exclusive_group()
     which.add_argument("--checkpoint", default=None, metavar="FILE",
                        help="a tinyddpm checkpoint (.npz), or a PyTorch file (.pt) to convert")
-    which.add_argument("--pretrained", choices=["book", "conditional", "latent"], default=None,
+    which.add_argument("--pretrained", choices=SHIPPED, default=None,
                        help="a shipped model (in tinyddpm/assets/)")
     export.add_argument("--to", choices=list(EXPORT_FORMATS), required=True,
                         help="torch (.pt), onnx (.onnx) or tinyddpm (.npz, from a .pt file)")

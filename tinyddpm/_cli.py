@@ -69,6 +69,32 @@ def whole_number(low=None, high=None):
     return parse
 
 
+def whole_numbers(count=None, low=None, choices=None, empty=None):
+    """An argparse type: comma-separated whole numbers, e.g. ``16,32,64``, as a tuple; ``count``
+    of them if given, each >= ``low`` or among ``choices``, none repeated where ``choices`` is
+    given; ``empty`` (e.g. ``"none"``) stands for no numbers at all."""
+    def parse(text):
+        if empty is not None and text.strip().lower() == empty:
+            return ()
+        try:
+            values = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated whole numbers such as 16,32,64, got {text!r}") from None
+        if count is not None and len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {count} numbers, got {len(values)}: "
+                                             f"{text!r}")
+        if low is not None and min(values) < low:
+            raise argparse.ArgumentTypeError(f"each must be >= {low}, got {text!r}")
+        if choices is not None and (set(values) - set(choices) or len(set(values)) < len(values)):
+            raise argparse.ArgumentTypeError(
+                f"each must be one of {', '.join(map(str, choices))}, once"
+                + (f" (or {empty})" if empty else "") + f"; got {text!r}")
+        return values
+    parse.__name__ = "list of whole numbers"
+    return parse
+
+
 def real_number(low=None, high=None, low_open=False, high_open=False):
     """An argparse type: a finite float in [low, high] (``low_open``/``high_open``: excluded)."""
     def parse(text):

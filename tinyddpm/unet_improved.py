@@ -8,9 +8,15 @@ Changes from the book's U-Net (``unet.py``), each from the papers:
 - the time step enters through an MLP (sinusoidal table -> Dense -> SiLU -> Dense) and is applied
   as a scale and a shift of the normalised activations, "adaptive group norm" (Dhariwal & Nichol
   2021, section 3): AdaGN(h, e) = (1 + y_s) GroupNorm(h) + y_b, (y_s, y_b) = Dense(e);
-- multi-head self-attention at the low resolutions (14x14 and 7x7): every pixel looks at every
-  other, which convolutions reach only through many layers;
-- dropout inside each residual block.
+- multi-head self-attention at the low resolutions (7x7 by default; ``attention=(14, 7)`` adds
+  14x14): every pixel looks at every other, which convolutions reach only through many layers;
+- dropout inside each residual block (off by default, see below).
+
+The defaults are the shipped recipe's (``MODEL_CARD.md``), sized for 2 CPU cores: a training step
+costs about 3x the book model's (``benchmarks/bench_improved.py``; the paper's widths, 128 and
+up, would cost 50x). Attention at 14x14 as well costs a quarter more per step (196 pixels
+attending to 196, against 49 to 49). The papers' dropout (0.1-0.3) fights overfitting over
+hundreds of thousands of steps; a CPU run of an hour or two is far from that, so it is 0 here.
 
 Inputs ``{"X_noisy": (N, 28, 28, 1) float32, "time": (N,) int in 0..T}``; output the predicted
 noise, (N, 28, 28, 1). Resolutions 28 -> 14 -> 7 and back, with skip connections concatenated.
@@ -79,13 +85,11 @@ class ImprovedUNet(Model):
     """See the module docstring. ``widths``: channels at 28x28, 14x14 and 7x7; ``attention``:
     the resolutions (side lengths) that get an attention block after each residual block."""
 
-    def __init__(self, T=4000, widths=(32, 64, 96), attention=(14, 7), heads=4, dropout=0.1,
+    def __init__(self, T=4000, widths=(16, 32, 64), attention=(7,), heads=4, dropout=0.0,
                  groups=8, schedule=None, learn_sigma=False):
         super().__init__()
+        check_options(widths, attention, heads, dropout, groups)
         widths, attention = [int(w) for w in widths], [int(a) for a in attention]
-        if len(widths) != 3:
-            raise ValueError(f"build_improved_model: widths needs 3 values (28x28, 14x14, 7x7), "
-                             f"got {widths}")
         self.config = {"model": "improved", "T": int(T), "widths": widths,
                        "attention": attention, "heads": int(heads), "dropout": float(dropout),
                        "groups": int(groups), "schedule": schedule_spec(schedule)}
@@ -153,7 +157,37 @@ class ImprovedUNet(Model):
         return self.conv_out(ops.silu(self.norm_out(z)))
 
 
-def build_improved_model(T=4000, widths=(32, 64, 96), attention=(14, 7), heads=4, dropout=0.1,
+def check_options(widths=(16, 32, 64), attention=(7,), heads=4, dropout=0.0, groups=8):
+    """Raise ValueError, naming the option, for an improved U-Net that cannot be built: ``widths``
+    not 3 whole numbers >= 1 divisible by ``groups``, attention sides other than 28, 14, 7 (each
+    once), a width with attention that ``heads`` cannot split, ``dropout`` outside [0, 1)."""
+    widths = [int(w) for w in widths]
+    if len(widths) != 3:
+        raise ValueError(f"build_improved_model: widths needs 3 values (28x28, 14x14, 7x7), "
+                         f"got {widths}")
+    sides = [int(a) for a in attention]
+    if any(a not in (28, 14, 7) for a in sides) or len(set(sides)) != len(sides):
+        raise ValueError(f"build_improved_model: attention: sides among 28, 14, 7, each once; "
+                         f"got {tuple(attention)}")
+    if not 0 <= float(dropout) < 1:
+        raise ValueError(f"build_improved_model: dropout must lie in [0, 1), got {dropout}")
+    if int(heads) < 1 or int(groups) < 1:
+        raise ValueError(f"build_improved_model: heads and groups must be whole numbers >= 1, "
+                         f"got heads={heads}, groups={groups}")
+    if min(widths) < 1:
+        raise ValueError(f"build_improved_model: widths must be whole numbers >= 1, got "
+                         f"{tuple(widths)}")
+    for w in widths:
+        if w % int(groups):
+            raise ValueError(f"build_improved_model: width {w} is not divisible by "
+                             f"groups={groups}")
+    for side, w in zip((28, 14, 7), widths):
+        if side in sides and w % int(heads):
+            raise ValueError(f"build_improved_model: the {w} channels at {side}x{side} (with "
+                             f"attention) cannot be split into heads={heads}")
+
+
+def build_improved_model(T=4000, widths=(16, 32, 64), attention=(7,), heads=4, dropout=0.0,
                          groups=8, seed=None, schedule=None, learn_sigma=False):
     """The improved U-Net (see the module docstring), built (weights created).
 
@@ -161,12 +195,8 @@ def build_improved_model(T=4000, widths=(32, 64, 96), attention=(14, 7), heads=4
     channels at 28x28, 14x14, 7x7. ``attention``: sides among (28, 14, 7) with self-attention.
     ``dropout`` in [0, 1). ``learn_sigma``: also output v (see the module docstring; train
     with :class:`tinyddpm.losses.HybridLoss`). Errors: ValueError for widths that groups or
-    heads cannot split.
+    heads cannot split, and for sides, rates or counts out of range.
     """
-    for w in widths:
-        if int(w) % int(groups):
-            raise ValueError(f"build_improved_model: width {w} is not divisible by "
-                             f"groups={groups}")
     if seed is not None:
         nn.set_seed(seed)
     model = ImprovedUNet(T, widths, attention, heads, dropout, groups, schedule, learn_sigma)
@@ -174,4 +204,4 @@ def build_improved_model(T=4000, widths=(32, 64, 96), attention=(14, 7), heads=4
     return model
 
 
-__all__ = ["ImprovedUNet", "ResBlock", "AttentionBlock", "build_improved_model"]
+__all__ = ["ImprovedUNet", "ResBlock", "AttentionBlock", "build_improved_model", "check_options"]
