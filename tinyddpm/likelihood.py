@@ -34,7 +34,7 @@ from .tensor import Function
 
 __all__ = ["posterior_mean_coefficients", "posterior_variance", "q_posterior", "normal_kl",
            "discretized_gaussian_log_likelihood", "p_mean_variance", "vlb_terms", "prior_bpd",
-           "bits_per_dim", "format_bpd", "VARIANCES", "learned_log_variance", "normal_kl_tensor",
+           "bits_per_dim", "respaced_schedule", "format_bpd", "VARIANCES", "learned_log_variance", "normal_kl_tensor",
            "DiscretizedGaussianLogLikelihood", "discretized_gaussian_log_likelihood_tensor"]
 
 VARIANCES = ("beta", "beta_tilde")
@@ -521,7 +521,52 @@ def _pixels(X, image_shape):
     return np.round(levels) / 127.5 - 1
 
 
-def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, progress=True):
+def respaced_schedule(alpha_cumprod, times):
+    r"""The schedule of the chain that visits only ``times`` (Nichol & Dhariwal, 2021,
+    section 4): for increasing time steps :math:`S_1 < \dots < S_K`,
+
+    .. math::
+
+        \bar\alpha'_i = \bar\alpha_{S_i}, \qquad
+        \beta'_i = 1 - \frac{\bar\alpha_{S_i}}{\bar\alpha_{S_{i-1}}}
+        \ (\bar\alpha_{S_0} = 1), \qquad \alpha'_i = 1 - \beta'_i
+
+    a K-step diffusion process of its own, with the same marginals q(x_{S_i} | x_0) at the steps
+    it keeps. ``alpha_cumprod``: (T + 1,), t = 0..T; ``times``: increasing ints in 1..T.
+    Returns (alpha', alpha_cumprod', beta'), float64 arrays of shape (K + 1,), index 0 for t = 0.
+    Raises ValueError for times that are not increasing or not in 1..T.
+    """
+    abar = np.asarray(alpha_cumprod, dtype=np.float64)
+    times = np.asarray(times)
+    if times.ndim != 1 or not len(times) or times.dtype.kind not in "iu" or \
+            times.min() < 1 or times.max() > len(abar) - 1 or np.any(np.diff(times) <= 0):
+        raise ValueError(f"times must be increasing whole numbers in 1..{len(abar) - 1}")
+    abar_s = np.concatenate([[1.0], abar[times]])
+    beta_s = np.concatenate([[0.0], 1 - abar_s[1:] / abar_s[:-1]])
+    return 1 - beta_s, abar_s, beta_s
+
+
+class _OnTimes:
+    """A model seen through a subsequence of its time steps: called at index i = 1..K, it runs
+    at time step ``times[i - 1]`` (what :func:`bits_per_dim` with ``steps`` needs)."""
+
+    def __init__(self, model, times):
+        self.model, self.times = model, np.concatenate([[0], times])
+        self.learns_sigma = getattr(model, "learns_sigma", False)
+        self.num_classes = getattr(model, "num_classes", None)
+        self.image_shape = getattr(model, "image_shape", (28, 28, 1))
+
+    def __call__(self, inputs):
+        from .nn import Module
+
+        inputs = {**inputs, "time": self.times[np.asarray(inputs["time"])]}
+        if isinstance(self.model, Module):
+            return self.model(inputs, training=False)
+        return self.model(inputs)
+
+
+def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, progress=True,
+                 steps=None):
     r"""The variational bound on -log2 p(x) per pixel, averaged over images (Ho et al., 2020,
     eq. 5; Nichol & Dhariwal, 2021, section 2.1 and their ``calc_bpd_loop``):
 
@@ -548,6 +593,12 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
         Clip the x_0 estimate to [-1, 1].
     batch_size : int
         Images a model call (memory); results depend on it only through the noise drawn.
+    steps : int, optional
+        The bound of the model sampled in ``steps`` ancestral steps instead of T: the chain on
+        the time steps ``timesteps(T, steps, "linspace")`` (T down to 1, as the iddpm sampler
+        visits them) with its respaced betas (:func:`respaced_schedule`); a learned variance
+        interpolates between the respaced beta' and beta~'. ``steps`` model calls a batch;
+        ``steps=T`` (or None) is the full bound.
     seed : int
         Seed of the noise draws: the same seed and batch size give the same number.
     progress : bool
@@ -560,7 +611,8 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
         (the sum of the KL terms t = 2..T) and ``"decoder"`` (L_0), all float bits/dim; ``"std"``
         (the standard deviation of the per-image bound) and ``"per_image"`` (N,); ``"terms"``
         (T,) the mean term at each t = 1..T in bits/dim; ``"n"``, ``"T"``, ``"variance"``,
-        ``"clip"``, ``"seed"``, ``"batch_size"``.
+        ``"clip"``, ``"seed"``, ``"batch_size"``, ``"steps"`` (the chain's steps: T for the
+        full bound; ``"T"`` is then the same number).
 
     Raises
     ------
@@ -587,6 +639,12 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
     x = _pixels(X, getattr(model, "image_shape", (28, 28, 1)))
     schedule = _schedule(*model_schedule(model))
     T = len(schedule[1]) - 1
+    if steps is not None and _whole_number("steps", steps, 1, T) < T:
+        from .sampling import timesteps
+
+        times = timesteps(T, steps, "linspace")[::-1]
+        schedule = _schedule(*respaced_schedule(schedule[1], times))
+        model, T = _OnTimes(model, times), len(times)
     rng = np.random.default_rng(seed)
     prior = prior_bpd(x, schedule[1])
     terms = np.zeros((T, len(x)))  # [t - 1, image], bits/dim
@@ -613,7 +671,7 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
             "kl": float(terms[1:].sum(axis=0).mean()), "decoder": float(terms[0].mean()),
             "std": float(per_image.std()), "per_image": per_image, "terms": terms.mean(axis=1),
             "n": len(x), "T": T, "variance": shown, "clip": clip, "seed": seed,
-            "batch_size": batch_size}
+            "batch_size": batch_size, "steps": T}
 
 
 def format_bpd(report, title=None):

@@ -586,7 +586,7 @@ def _evaluate_command(args):
 
 # evaluate's options that apply only with --nll: {flag: attribute}
 NLL_OPTIONS = {"--checkpoint": "checkpoint", "--pretrained": "pretrained", "--n": "n",
-               "--variance": "variance", "--seed": "seed", "--no-clip": "no_clip",
+               "--steps": "steps", "--variance": "variance", "--seed": "seed", "--no-clip": "no_clip",
                "--no-ema": "no_ema", "--recalibrate": "recalibrate", "--data-dir": "data_dir"}
 
 
@@ -608,7 +608,7 @@ def _nll_command(args):
                          "the images' FID)")
     if (args.checkpoint is None) == (args.pretrained is None):
         raise UsageError("--nll needs --checkpoint FILE (a model you trained) or --pretrained "
-                         "book|conditional (a shipped model)")
+                         "book|conditional|improved (a shipped model)")
     path = args.checkpoint or str(PRETRAINED[args.pretrained])
     from .__main__ import _expect, _weights_for_use
 
@@ -619,6 +619,9 @@ def _nll_command(args):
         raise UsageError(f"--n {n}: there are {len(X_test):,} test images"
                          f"{' (the embedded subset)' if len(X_test) < 10_000 else ''}")
     model, header = model_from_checkpoint(path)
+    if args.steps is not None and args.steps > model.config["T"]:
+        raise UsageError(f"--steps {args.steps}: the model has T = {model.config['T']} time "
+                         "steps; give at most that many")
     if args.variance is not None and getattr(model, "learns_sigma", False):
         raise UsageError(f"--variance {args.variance}: {path!r} holds a model that learned its "
                          "variance, which the bound uses: drop --variance")
@@ -631,7 +634,8 @@ def _nll_command(args):
     start = time.perf_counter()
     report = bits_per_dim(model, X_test[:n], variance=args.variance or "beta",
                           clip=not args.no_clip, batch_size=args.batch_size or 100,
-                          seed=0 if args.seed is None else args.seed, progress=True)
+                          seed=0 if args.seed is None else args.seed, progress=True,
+                          steps=args.steps)
     took = time.perf_counter() - start
     weights = "moving-average weights" if used_ema else "weights"
     if args.json:
@@ -680,13 +684,17 @@ def add_evaluate_command(subparsers):
     which = nll.add_mutually_exclusive_group()
     which.add_argument("--checkpoint", default=None, metavar="FILE",
                        help="a model you trained (`train`)")
-    which.add_argument("--pretrained", choices=["book", "conditional"], default=None,
+    which.add_argument("--pretrained", choices=["book", "conditional", "improved"], default=None,
                        help="a shipped model (a conditional one is measured without a class)")
     nll.add_argument("--n", type=whole_number(1), default=None,
                      help="measure the first N test images (default: 1000)")
     nll.add_argument("--variance", choices=list(VARIANCES), default=None,
                      help="the reverse process's fixed variance: beta_t or the posterior's "
                      "beta_tilde_t (default: beta)")
+    nll.add_argument("--steps", type=whole_number(1), default=None,
+                     help="the bound of the model sampled in this many ancestral steps (the "
+                     "iddpm sampler's time steps, betas respaced; one model call a step and "
+                     "batch) (default: all T)")
     nll.add_argument("--no-clip", action="store_true",
                      help="do not clip the model's x_0 estimate to [-1, 1]")
     nll.add_argument("--seed", type=whole_number(0, 2**31 - 1), default=None,
