@@ -112,6 +112,29 @@ def test_the_learned_variance_holds_the_distribution_with_few_ancestral_steps():
     assert abs(learned.std() / S - 1) < 0.01 < abs(fixed.std() / S - 1)
 
 
+def test_the_respaced_step_takes_either_fixed_variance():
+    """x_s = mean + sigma z: with z = 1 the step moves sqrt(beta'_t) or sqrt(beta~'_t) past the
+    mean; and the exact oracle's spread with 10 steps lies between the two variances' results
+    (beta' too wide, beta~' too narrow: Ho et al.'s upper and lower bounds)."""
+    from tinyddpm.sampling import respaced_ddpm_step
+
+    X, x0 = np.full((1, 2), 0.3), np.full((1, 2), 0.1)
+    abar_t, abar_s = 0.5, 0.8
+    mean = respaced_ddpm_step(X, x0, abar_t, abar_s, None)
+    beta = 1 - abar_t / abar_s
+    for variance, sigma2 in (("beta", beta), ("beta_tilde", (1 - abar_s) / (1 - abar_t) * beta)):
+        step = respaced_ddpm_step(X, x0, abar_t, abar_s, np.ones((1, 2)), variance)
+        np.testing.assert_allclose(step - mean, np.sqrt(sigma2), rtol=1e-6)
+    wide = td.sample(Oracle(), 2000, "ddpm-respaced", steps=10, seed=0, clip=False)
+    narrow = td.sample(Oracle(), 2000, "ddpm-respaced", steps=10, seed=0, clip=False,
+                       variance="beta_tilde")
+    assert narrow.std() < S < wide.std()
+    with pytest.raises(ValueError, match="variance applies to the ddpm-respaced sampler"):
+        td.sample(Oracle(), 2, "ddim", steps=5, variance="beta_tilde")
+    with pytest.raises(ValueError, match="variance must be 'beta' or 'beta_tilde'"):
+        td.sample(Oracle(), 2, "ddpm-respaced", steps=5, variance="learned")
+
+
 def test_iddpm_refuses_a_model_without_a_learned_variance():
     with pytest.raises(ValueError, match="learn_sigma=True"):
         td.sample(Oracle(), 2, "iddpm", steps=5)

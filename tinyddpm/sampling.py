@@ -305,22 +305,27 @@ def ddpm_step(X, eps, t, alpha, alpha_cumprod, beta, z):
             + (1 - alpha[t]) ** 0.5 * z).astype(np.float32)
 
 
-def respaced_ddpm_step(X, x0, abar_t, abar_s, z):
+def respaced_ddpm_step(X, x0, abar_t, abar_s, z, variance="beta"):
     """One ancestral step from t to an earlier s on a subsequence of time steps (Nichol &
     Dhariwal, 2021, section 4): the slide's step with the betas of the subsequence,
 
         beta'_t = 1 - abar_t / abar_s,    alpha'_t = 1 - beta'_t,
 
     written with the (clipped) x_0 estimate as the mean of the posterior q(x_s | x_t, x_0)
-    (Ho et al. 2020, eq. 7), and the slide's variance sigma^2 = beta'_t:
+    (Ho et al. 2020, eq. 7), and the slide's variance sigma^2 = beta'_t (``variance="beta"``)
+    or the posterior's, beta~'_t = (1 - abar_s) / (1 - abar_t) beta'_t (``"beta_tilde"``; Ho
+    et al. 2020, section 3.2):
 
         x_s = sqrt(abar_s) beta'_t / (1 - abar_t) x0 + sqrt(alpha'_t) (1 - abar_s) / (1 - abar_t)
-              x_t + sqrt(beta'_t) z            (z = 0 at the last step, s = 0)
+              x_t + sigma z            (z = 0 at the last step, s = 0)
     """
     beta = 1 - abar_t / abar_s
     mean = (abar_s ** 0.5 * beta / (1 - abar_t) * x0
             + (1 - beta) ** 0.5 * (1 - abar_s) / (1 - abar_t) * X)
-    return (mean + beta ** 0.5 * z if z is not None else mean).astype(np.float32)
+    if z is None:
+        return mean.astype(np.float32)
+    sigma2 = beta if variance == "beta" else (1 - abar_s) / (1 - abar_t) * beta
+    return (mean + sigma2 ** 0.5 * z).astype(np.float32)
 
 
 def learned_variance_step(X, x0, v, abar_t, abar_s, z):
@@ -498,7 +503,7 @@ def _ddpm(X, t, s, run):
 def _ddpm_respaced(X, t, s, run):
     _, x0 = run.predict(X, t)
     return respaced_ddpm_step(X, x0, float(run.abar[t]), float(run.abar[s]),
-                              run.noise(X) if s > 0 else None)
+                              run.noise(X) if s > 0 else None, run.variance)
 
 
 def _iddpm(X, t, s, run):
@@ -547,7 +552,7 @@ DEFAULT_SAMPLER, DEFAULT_STEPS = "dpm++2m", 10
 
 def sample(model, n=64, sampler=DEFAULT_SAMPLER, steps=None, spacing=None, eta=0.0, clip=True,
            seed=None, label=None, guidance=None, progress=False, callback=None, T=None,
-           schedule=None):
+           schedule=None, variance=None):
     """Generate ``n`` images (float32 (n, 28, 28, 1) in [0, 1]; a latent model's decoded) with
     any sampler of :data:`SAMPLERS`, from pure noise x_T ~ N(0, I):
 
@@ -561,7 +566,8 @@ def sample(model, n=64, sampler=DEFAULT_SAMPLER, steps=None, spacing=None, eta=0
     step (twice for "dpm-solver-2" and "heun", except at the last step). ``spacing``: see
     :func:`timesteps`; None takes the sampler's default. ``clip``: clip the x_0 estimate to
     [-1, 1] (a number b: [-b, b]; a latent model's own bound by default) and recompute the noise
-    from it. ``label``/``guidance``: a class for a class-conditional model, and the
+    from it. ``variance``: with "ddpm-respaced", the step's fixed variance, "beta" (the
+    default, the slide's) or "beta_tilde" (the posterior's; see :func:`respaced_ddpm_step`). ``label``/``guidance``: a class for a class-conditional model, and the
     classifier-free guidance weight (default 3).
 
     Reproducible for a ``seed``: the starting noise is drawn for the whole batch, so the same
@@ -614,6 +620,11 @@ def sample(model, n=64, sampler=DEFAULT_SAMPLER, steps=None, spacing=None, eta=0
         raise TypeError(f"progress must be True or False, got {progress!r}")
     if eta and sampler != "ddim":
         raise ValueError(f"eta applies to the ddim sampler, not to {sampler!r}")
+    if variance is not None and sampler != "ddpm-respaced":
+        raise ValueError(f"variance applies to the ddpm-respaced sampler, not to {sampler!r} "
+                         "(iddpm uses the model's learned variance)")
+    if variance not in (None, "beta", "beta_tilde"):
+        raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
     if not (isinstance(clip, bool) or clip is None) and not _finite("clip", clip, low=0) > 0:
         raise ValueError("clip must be a bound > 0 for the x_0 estimate, True ([-1, 1]) or "
                          "False (no clipping), got 0")
@@ -661,7 +672,7 @@ def sample(model, n=64, sampler=DEFAULT_SAMPLER, steps=None, spacing=None, eta=0
     rng = np.random.default_rng(seed)
     X = rng.standard_normal(_sample_shape(model, n), dtype=np.float32)
     run = _Run(predict=predict, predict_v=predict_v, eps_only=eps_only, process=process, alpha=alpha, abar=abar,
-               beta=beta, eta=eta, clip=clip,
+               beta=beta, eta=eta, clip=clip, variance=variance or "beta",
                noise=lambda X: rng.standard_normal(X.shape, dtype=np.float32))
     pairs = list(zip(ts, [*ts[1:], 0]))
     if progress:
