@@ -36,10 +36,12 @@ def load_pretrained(path=None, kind="book"):
     """A shipped model, ready to sample (see :mod:`tinyddpm.pretrained`).
 
     ``kind``: "book" (the book's U-Net), "conditional" (class-conditional, for
-    ``generate_ddim(model, label=..., guidance=...)``) or "latent" (latent diffusion).
+    ``generate_ddim(model, label=..., guidance=...)``), "latent" (latent diffusion) or
+    "improved" (the improved U-Net with learned variances; ``sample(model, 50, "iddpm")``).
     """
     from . import pretrained
 
     if kind not in pretrained.PRETRAINED:
-        raise ValueError(f"kind must be 'book', 'conditional' or 'latent', got {kind!r}")
+        raise ValueError(f"kind must be one of {', '.join(map(repr, pretrained.PRETRAINED))}, "
+                         f"got {kind!r}")
     return pretrained.load_pretrained(path or pretrained.PRETRAINED[kind])

@@ -16,7 +16,9 @@ from .checkpoint import (CheckpointError, checkpoint_kind, describe_kind, load_c
 PRETRAINED_PATH = Path(__file__).resolve().parent / "assets" / "book_unet.npz"
 LATENT_PATH = Path(__file__).resolve().parent / "assets" / "latent_unet.npz"
 CONDITIONAL_PATH = Path(__file__).resolve().parent / "assets" / "conditional_unet.npz"
-PRETRAINED = {"book": PRETRAINED_PATH, "conditional": CONDITIONAL_PATH, "latent": LATENT_PATH}
+IMPROVED_PATH = Path(__file__).resolve().parent / "assets" / "improved_unet.npz"
+PRETRAINED = {"book": PRETRAINED_PATH, "conditional": CONDITIONAL_PATH, "latent": LATENT_PATH,
+              "improved": IMPROVED_PATH}
 """The shipped models by kind: ``load_pretrained(kind=...)`` and ``sample --pretrained KIND``."""
 
 
@@ -52,7 +54,7 @@ def model_from_checkpoint(path):
 
 def load_pretrained(path=PRETRAINED_PATH):
     """A shipped model, in inference mode (``generate`` / ``generate_ddim`` ready): the book's
-    U-Net by default, ``CONDITIONAL_PATH`` or ``LATENT_PATH`` for the others."""
+    U-Net by default, ``CONDITIONAL_PATH``, ``LATENT_PATH`` or ``IMPROVED_PATH`` for the others."""
     if not os.path.exists(path):
         raise CheckpointError(f"the pretrained model {str(path)!r} is missing from this install; "
                               "reinstall tinyddpm, or train one with `python -m tinyddpm train`")
@@ -86,13 +88,15 @@ def export_pretrained(checkpoint, out=None, recalibrate=200, data_dir=None):
     header's extra fields.
 
     ``out`` defaults to the shipped file of the checkpoint's kind: ``book_unet.npz``,
-    ``conditional_unet.npz`` or ``latent_unet.npz``."""
+    ``conditional_unet.npz``, ``latent_unet.npz`` or ``improved_unet.npz``. The improved U-Net
+    has GroupNorm, no BatchNorm, so its averaged weights need no re-estimated statistics."""
 
     model, header = model_from_checkpoint(checkpoint)
+    kind = checkpoint_kind(header)
     if out is None:
-        out = (LATENT_PATH if header["config"].get("latent") else
-               CONDITIONAL_PATH if header["config"].get("num_classes") else PRETRAINED_PATH)
+        out = PRETRAINED[kind]
     used_ema = model.use_ema_weights()
+    recalibrate = recalibrate if kind != "improved" else 0  # GroupNorm: no statistics to redo
     if used_ema and recalibrate:
         recalibrate_on_training_data(model, recalibrate, data_dir)
     model.ema = model.optimizer = None  # ship the weights only: no optimizer state, no copy
@@ -112,8 +116,8 @@ def main(argv=None):
     parser.add_argument("--export", metavar="CHECKPOINT", required=True,
                         help="training checkpoint to turn into the shipped model")
     parser.add_argument("--out", default=None, help="where to write it (default: the shipped "
-                        f"file of its kind, {PRETRAINED_PATH.name}, {CONDITIONAL_PATH.name} or "
-                        f"{LATENT_PATH.name})")
+                        "file of its kind: "
+                        f"{', '.join(p.name for p in PRETRAINED.values())})")
     parser.add_argument("--recalibrate", type=whole_number(0), default=200, metavar="BATCHES",
                         help="re-estimate BatchNorm statistics for the averaged weights on this "
                         "many training batches (0: don't)")
