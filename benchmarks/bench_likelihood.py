@@ -42,7 +42,7 @@ ROWS = {  # name -> (shipped model, fixed variance or None for the learned one)
 
 def measure(model, variance, steps, n_nll, n_samples, X_test):
     start = time.perf_counter()
-    bound = likelihood.bits_per_dim(model, X_test[:n_nll], variance or "beta", steps=steps,
+    bound = likelihood.bits_per_dim(model, X_test[:n_nll], variance, steps=steps,
                                     progress=False)
     nll_seconds = time.perf_counter() - start
     start = time.perf_counter()

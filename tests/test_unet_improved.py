@@ -82,7 +82,11 @@ def test_widths_that_groups_or_heads_cannot_split_are_refused():
     ({"attention": (7, 7)}, "attention: sides among 28, 14, 7"),
     ({"dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
     ({"dropout": -0.1}, r"dropout must lie in \[0, 1\)"),
-    ({"heads": 0}, "heads must be a whole number >= 1"),
+    ({"heads": 0}, "heads and groups must be whole numbers >= 1"),
+    ({"attention": 7}, r"attention must be a tuple of sides, e.g. \(7,\) or \(14, 7\)"),
+    ({"widths": "16,32,64"}, "widths must be 3 whole numbers"),
+    ({"widths": (16.5, 32, 64)}, "widths must be 3 whole numbers"),
+    ({"learn_sigma": "yes"}, "learn_sigma must be True or False"),
     ({"widths": (0, 8, 8)}, "widths must be whole numbers >= 1"),
 ])
 def test_options_out_of_range_are_refused_before_building(options, message):

@@ -270,6 +270,9 @@ def _improved_architecture(args, saved_config):
                              f"improved U-Net: add --model improved, or drop "
                              f"{'it' if len(given) == 1 else 'them'}")
         return {}
+    if given.get("attention") == () and "heads" in given:
+        raise UsageError("--heads applies to the attention blocks, and --attention none has "
+                         "none: drop --heads, or choose --attention sides")
     if saved_config is None:
         from .unet_improved import check_options
 
@@ -281,7 +284,8 @@ def _improved_architecture(args, saved_config):
         return given
     saved = {name: saved_config[name] for name in ARCHITECTURE}
     for name, value in given.items():
-        same = (list(value) == list(saved[name]) if isinstance(value, tuple)
+        same = (sorted(value) == sorted(saved[name]) if name == "attention"  # a set of sides
+                else list(value) == list(saved[name]) if isinstance(value, tuple)
                 else value == saved[name])
         if not same:
             shown = ",".join(map(str, saved[name])) if isinstance(saved[name], list) \
@@ -829,8 +833,9 @@ def build_parser():
         return sub.add_parser(name, formatter_class=HelpFormatter, **kwargs)
 
     train = command_parser(
-        "train", help="train the book's U-Net on Fashion-MNIST",
-        description="Train the book's U-Net as a DDPM on the 55,000/5,000 split of "
+        "train", help="train a diffusion U-Net on Fashion-MNIST",
+        description="Train the book's U-Net (or, with --model improved, the improved one) as a "
+        "DDPM on the 55,000/5,000 split of "
         "Fashion-MNIST (the embedded subset where the full set is absent). Saves the latest "
         "state to --checkpoint after every epoch and on Ctrl-C, and the best validation loss to "
         "<checkpoint>.best.npz.")
@@ -859,7 +864,7 @@ def build_parser():
     train.add_argument("--learn-sigma", action="store_true", default=None,
                        help="with --model improved: also learn the reverse variances, trained "
                        "with the hybrid loss L_simple + 0.001 L_vlb (Nichol & Dhariwal 2021); "
-                       "sample with --sampler iddpm")
+                       "--sampler iddpm then samples with them")
     train.add_argument("--conditional", action="store_true", default=None,
                        help="class-conditional U-Net for classifier-free guidance (sample it "
                        "with --class)")

@@ -565,7 +565,7 @@ class _OnTimes:
         return self.model(inputs)
 
 
-def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, progress=True,
+def bits_per_dim(model, X, variance=None, clip=True, batch_size=100, seed=0, progress=True,
                  steps=None):
     r"""The variational bound on -log2 p(x) per pixel, averaged over images (Ho et al., 2020,
     eq. 5; Nichol & Dhariwal, 2021, section 2.1 and their ``calc_bpd_loop``):
@@ -586,9 +586,10 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
         unconditionally ("no class"). A latent model has no pixel likelihood and is refused.
     X : numpy.ndarray, (N, H, W) or (N, H, W, C)
         Test images: uint8 0..255, or floats k / 255 in [0, 1]; (H, W, C) the model's image shape.
-    variance : "beta" or "beta_tilde"
-        The fixed reverse variance (see :func:`p_mean_variance`); a model that learns its
-        variance (``model.learns_sigma``) uses its own, and the report says "learned".
+    variance : "beta" or "beta_tilde", optional
+        The fixed reverse variance (see :func:`p_mean_variance`; default "beta"); a model that
+        learns its variance (``model.learns_sigma``) uses its own, the report says "learned",
+        and a variance given for it is refused.
     clip : bool
         Clip the x_0 estimate to [-1, 1].
     batch_size : int
@@ -611,8 +612,8 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
         (the sum of the KL terms t = 2..T) and ``"decoder"`` (L_0), all float bits/dim; ``"std"``
         (the standard deviation of the per-image bound) and ``"per_image"`` (N,); ``"terms"``
         (T,) the mean term at each t = 1..T in bits/dim; ``"n"``, ``"T"``, ``"variance"``,
-        ``"clip"``, ``"seed"``, ``"batch_size"``, ``"steps"`` (the chain's steps: T for the
-        full bound; ``"T"`` is then the same number).
+        ``"clip"``, ``"seed"``, ``"batch_size"``, ``"steps"`` (the chain's steps, also in
+        ``"T"``) and ``"model_T"`` (the model's T: the same for the full bound).
 
     Raises
     ------
@@ -628,6 +629,10 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
     if hasattr(model, "decode_samples"):
         raise TypeError("bits_per_dim: a latent diffusion model denoises latents, not pixels; "
                         "its variational bound is not a likelihood of the images")
+    if getattr(model, "learns_sigma", False) and variance is not None:
+        raise ValueError(f"variance={variance!r}: this model learned its variance, which the "
+                         "bound uses; drop variance")
+    variance = "beta" if variance is None else variance
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
     shown = "learned" if getattr(model, "learns_sigma", False) else variance
@@ -639,6 +644,7 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
     x = _pixels(X, getattr(model, "image_shape", (28, 28, 1)))
     schedule = _schedule(*model_schedule(model))
     T = len(schedule[1]) - 1
+    model_T = T
     if steps is not None and _whole_number("steps", steps, 1, T) < T:
         from .sampling import timesteps
 
@@ -671,7 +677,7 @@ def bits_per_dim(model, X, variance="beta", clip=True, batch_size=100, seed=0, p
             "kl": float(terms[1:].sum(axis=0).mean()), "decoder": float(terms[0].mean()),
             "std": float(per_image.std()), "per_image": per_image, "terms": terms.mean(axis=1),
             "n": len(x), "T": T, "variance": shown, "clip": clip, "seed": seed,
-            "batch_size": batch_size, "steps": T}
+            "batch_size": batch_size, "steps": T, "model_T": model_T}
 
 
 def format_bpd(report, title=None):
@@ -679,7 +685,9 @@ def format_bpd(report, title=None):
     err = report["std"] / math.sqrt(report["n"])
     lines = [title] if title else []
     lines += [f"images                             {report['n']:>10,}",
-              f"time steps T                       {report['T']:>10,}",
+              (f"time steps T                       {report['T']:>10,}"
+               if report.get("model_T", report["T"]) == report["T"] else
+               f"chain's steps (of the model's T)   {report['T']:>10,}  (of {report['model_T']:,})"),
               f"reverse variance                   {report['variance']:>10}",
               f"x_0 estimate clipped               {'yes' if report['clip'] else 'no':>10}",
               (f"bound, bits/dim                    {report['bpd']:>10.4f}  "

@@ -632,7 +632,7 @@ def _nll_command(args):
             data_dir=args.data_dir if has_average and not args.no_ema else None), model)
     model.eval()
     start = time.perf_counter()
-    report = bits_per_dim(model, X_test[:n], variance=args.variance or "beta",
+    report = bits_per_dim(model, X_test[:n], variance=args.variance,
                           clip=not args.no_clip, batch_size=args.batch_size or 100,
                           seed=0 if args.seed is None else args.seed, progress=True,
                           steps=args.steps)

@@ -27,6 +27,8 @@ channel; ``sample(model, n, "iddpm")`` and the likelihood also use v.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import nn, ops
 from .model import Model
 from .schedule import schedule_spec
@@ -161,10 +163,21 @@ def check_options(widths=(16, 32, 64), attention=(7,), heads=4, dropout=0.0, gro
     """Raise ValueError, naming the option, for an improved U-Net that cannot be built: ``widths``
     not 3 whole numbers >= 1 divisible by ``groups``, attention sides other than 28, 14, 7 (each
     once), a width with attention that ``heads`` cannot split, ``dropout`` outside [0, 1)."""
+    def whole(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if isinstance(widths, str) or not hasattr(widths, "__len__") or \
+            not all(whole(w) for w in widths):
+        raise ValueError(f"build_improved_model: widths must be 3 whole numbers (channels at "
+                         f"28x28, 14x14, 7x7), e.g. (16, 32, 64); got {widths!r}")
     widths = [int(w) for w in widths]
     if len(widths) != 3:
         raise ValueError(f"build_improved_model: widths needs 3 values (28x28, 14x14, 7x7), "
                          f"got {widths}")
+    if isinstance(attention, str) or not hasattr(attention, "__len__") or \
+            not all(whole(a) for a in attention):
+        raise ValueError(f"build_improved_model: attention must be a tuple of sides, e.g. (7,) "
+                         f"or (14, 7), or () for none; got {attention!r}")
     sides = [int(a) for a in attention]
     if any(a not in (28, 14, 7) for a in sides) or len(set(sides)) != len(sides):
         raise ValueError(f"build_improved_model: attention: sides among 28, 14, 7, each once; "
@@ -197,6 +210,9 @@ def build_improved_model(T=4000, widths=(16, 32, 64), attention=(7,), heads=4, d
     with :class:`tinyddpm.losses.HybridLoss`). Errors: ValueError for widths that groups or
     heads cannot split, and for sides, rates or counts out of range.
     """
+    if not isinstance(learn_sigma, bool):
+        raise ValueError(f"build_improved_model: learn_sigma must be True or False, got "
+                         f"{learn_sigma!r}")
     if seed is not None:
         nn.set_seed(seed)
     model = ImprovedUNet(T, widths, attention, heads, dropout, groups, schedule, learn_sigma)
