@@ -305,6 +305,14 @@ def ddpm_step(X, eps, t, alpha, alpha_cumprod, beta, z):
             + (1 - alpha[t]) ** 0.5 * z).astype(np.float32)
 
 
+def respaced_betas(abar_t, abar_s):
+    """The jump from t to an earlier s on a subsequence of time steps as one step of its own
+    (Nichol & Dhariwal, 2021, section 4): beta'_t = 1 - abar_t / abar_s and its posterior
+    variance beta~'_t = (1 - abar_s) / (1 - abar_t) beta'_t. Returns (beta', beta~')."""
+    beta = 1 - abar_t / abar_s
+    return beta, (1 - abar_s) / (1 - abar_t) * beta
+
+
 def respaced_ddpm_step(X, x0, abar_t, abar_s, z, variance="beta"):
     """One ancestral step from t to an earlier s on a subsequence of time steps (Nichol &
     Dhariwal, 2021, section 4): the slide's step with the betas of the subsequence,
@@ -319,12 +327,12 @@ def respaced_ddpm_step(X, x0, abar_t, abar_s, z, variance="beta"):
         x_s = sqrt(abar_s) beta'_t / (1 - abar_t) x0 + sqrt(alpha'_t) (1 - abar_s) / (1 - abar_t)
               x_t + sigma z            (z = 0 at the last step, s = 0)
     """
-    beta = 1 - abar_t / abar_s
+    beta, beta_tilde = respaced_betas(abar_t, abar_s)
     mean = (abar_s ** 0.5 * beta / (1 - abar_t) * x0
             + (1 - beta) ** 0.5 * (1 - abar_s) / (1 - abar_t) * X)
     if z is None:
         return mean.astype(np.float32)
-    sigma2 = beta if variance == "beta" else (1 - abar_s) / (1 - abar_t) * beta
+    sigma2 = beta if variance == "beta" else beta_tilde
     return (mean + sigma2 ** 0.5 * z).astype(np.float32)
 
 
@@ -341,8 +349,7 @@ def learned_variance_step(X, x0, v, abar_t, abar_s, z):
     mean = respaced_ddpm_step(X, x0, abar_t, abar_s, None)
     if z is None:
         return mean
-    beta = 1 - abar_t / abar_s
-    beta_tilde = (1 - abar_s) / (1 - abar_t) * beta
+    beta, beta_tilde = respaced_betas(abar_t, abar_s)
     from .likelihood import learned_log_variance
 
     log_var = learned_log_variance(v, math.log(beta), math.log(beta_tilde))
