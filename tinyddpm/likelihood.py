@@ -541,8 +541,10 @@ def respaced_schedule(alpha_cumprod, times):
     if times.ndim != 1 or not len(times) or times.dtype.kind not in "iu" or \
             times.min() < 1 or times.max() > len(abar) - 1 or np.any(np.diff(times) <= 0):
         raise ValueError(f"times must be increasing whole numbers in 1..{len(abar) - 1}")
+    from .sampling import respaced_betas  # the samplers' jump from S_(i-1) to S_i
+
     abar_s = np.concatenate([[1.0], abar[times]])
-    beta_s = np.concatenate([[0.0], 1 - abar_s[1:] / abar_s[:-1]])
+    beta_s = np.concatenate([[0.0], respaced_betas(abar_s[1:], abar_s[:-1])[0]])
     return 1 - beta_s, abar_s, beta_s
 
 
@@ -686,8 +688,9 @@ def format_bpd(report, title=None):
     lines = [title] if title else []
     lines += [f"images                             {report['n']:>10,}",
               (f"time steps T                       {report['T']:>10,}"
-               if report.get("model_T", report["T"]) == report["T"] else
-               f"chain's steps (of the model's T)   {report['T']:>10,}  (of {report['model_T']:,})"),
+               if report["model_T"] == report["T"] else
+               f"chain's steps                      {report['T']:>10,}  (the model's T: "
+               f"{report['model_T']:,})"),
               f"reverse variance                   {report['variance']:>10}",
               f"x_0 estimate clipped               {'yes' if report['clip'] else 'no':>10}",
               (f"bound, bits/dim                    {report['bpd']:>10.4f}  "
