@@ -67,6 +67,9 @@ def test_the_gradient_trains_v_through_the_bound_and_eps_through_l_simple_only()
 def test_mistakes_are_named():
     with pytest.raises(ValueError, match="learn_sigma=True"):
         tiny(learn_sigma=False).compile(loss=td.HybridLoss())
+    for other in ("huber", "mse", td.Huber()):  # the other way round: eps and v need the hybrid
+        with pytest.raises(ValueError, match="HybridLoss"):
+            tiny().compile(loss=other)
     loss, _ = bound_loss()
     targets, pred, _ = batch()
     with pytest.raises(ValueError, match="target='hybrid'"):

@@ -751,8 +751,9 @@ def _weights_for_use(args, model):
     whether the average is used."""
     has_average = model.ema is not None and model.ema.shadow is not None
     if args.no_ema and not has_average:
-        raise UsageError(f"--no-ema: {args.checkpoint!r} keeps no moving average of the weights "
-                         "(it was trained without --ema): drop --no-ema")
+        raise UsageError(f"--no-ema: {args.checkpoint!r} keeps one set of weights, "
+                         "no moving average beside them (trained without --ema, or saved with the "
+                         "average as its weights, as the shipped models are): drop --no-ema")
     if not has_average or args.no_ema:
         for option, value in (("--recalibrate", args.recalibrate), ("--data-dir", args.data_dir)):
             if value is not None:

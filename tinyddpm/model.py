@@ -284,6 +284,12 @@ class Model(Module):
         (:class:`ExponentialMovingAverage`); ``use_ema_weights()`` swaps it in for sampling.
         """
         self.loss = losses_mod.get(loss)
+        if (getattr(self, "config", None) or {}).get("learn_sigma") and \
+                not isinstance(self.loss, losses_mod.HybridLoss):
+            raise ValueError(f"loss={loss!r}: this model learns its variances (learn_sigma=True), "
+                             "so its output holds eps and v and it trains with "
+                             "loss=td.HybridLoss() (L_simple + 0.001 L_vlb); build it with "
+                             "learn_sigma=False to train on eps alone")
         if hasattr(self.loss, "bind"):  # a loss that needs the model (HybridLoss: its schedule)
             self.loss.bind(self)
         self.optimizer = optimizers_mod.get(optimizer)
