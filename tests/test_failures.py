@@ -301,6 +301,61 @@ def test_a_file_that_is_no_checkpoint_gets_no_advice_to_unpickle(content, words,
     assert words in line and "allow_pickle" not in line
 
 
+@pytest.mark.parametrize("extra,words", [
+    ({"stowaway": np.zeros(3, np.float32)}, "it holds 'stowaway', which none has"),
+    # 1.6 GB of zeros in a few MB of zip: refused from the array's header, before reading it
+    ({"weights/extra": "huge"}, "weights/extra has shape (20000, 20000), more than 16,777,216"),
+])
+def test_a_checkpoint_holding_more_than_a_model_is_refused_before_its_arrays_are_read(
+        extra, words, good_checkpoint, tmp_path, capsys, monkeypatch):
+    import zipfile
+
+    content = _snapshot(good_checkpoint)
+    path = tmp_path / "bad.npz"
+    if "weights/extra" in extra:  # written by hand: the npy header of a big array, no data
+        np.savez(path, **content)
+        header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32))
+        header["shape"] = (20000, 20000)
+        with zipfile.ZipFile(path, "a") as archive, archive.open("weights/extra.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+    else:
+        np.savez(path, **content, **extra)
+    read = []
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__",
+                        lambda self, key: read.append(key))
+    with pytest.raises(CheckpointError, match=None) as info:
+        read_checkpoint(path)
+    assert words in str(info.value) and "bad.npz" in str(info.value) and read == []
+    monkeypatch.undo()
+    assert main(["sample", "--checkpoint", str(path), "--out", str(tmp_path / "g.png")]) == 2
+    assert words in _one_error_line(capsys.readouterr().err)
+
+
+def test_load_pretrained_names_a_missing_file_and_the_kind_that_was_meant():
+    with pytest.raises(CheckpointError, match=r"no file 'improved'; the shipped improved model "
+                       r"is load_pretrained\(kind='improved'\)"):
+        td.load_pretrained("improved")
+    with pytest.raises(CheckpointError, match=r"there is no file 'mine.npz'$"):
+        td.load_pretrained("mine.npz")
+
+
+def test_a_shipped_file_is_never_offered_for_resuming_into(tmp_path, capsys):
+    """The hint for a shipped model of the wrong kind fine-tunes a copy (--init-from), never
+    `train --resume` on the package's own file."""
+    for command in ("train", "train-latent"):  # nor trained into
+        assert main([command, "--epochs", "99", "--resume", "--checkpoint",
+                     str(PRETRAINED["improved"])]) == 2
+        assert "is a file shipped with tinyddpm, which training would write over" in \
+            capsys.readouterr().err
+    assert main(["train", "--epochs", "1", "--init-from", str(PRETRAINED["latent"]),
+                 "--checkpoint", str(tmp_path / "mine.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "shipped with tinyddpm" in err and "--resume" not in err.split("cannot use", 1)[1]
+    assert main(["sample", "--pretrained", "improved", "--no-ema"]) == 2
+    assert "saved with the average as its weights, as the shipped models are" in \
+        capsys.readouterr().err
+
+
 @pytest.mark.parametrize("content,words", [
     (b"hello, I am a text file\n", "not a NumPy .npy/.npz file"),
     (b"", "not a NumPy .npy/.npz file"),
@@ -394,6 +449,16 @@ def test_sampler_arguments_are_checked_before_any_work(call, words, book):
     (lambda: td.build_diffusion_model().recalibrate_batchnorm([], batches=-1), "batches must"),
     (lambda: td.build_diffusion_model(schedule="quadratic"), "schedule kind must be one of"),
     (lambda: td.build_diffusion_model(schedule={"kind": "cosine", "max_beta": 2}), "max_beta"),
+    (lambda: td.set_seed(-1), "seed must be a whole number in 0..4294967295, got -1"),
+    # Keras habits: fit(x) without y ("Target data is missing" in Keras)
+    (lambda: td.build_diffusion_model(T=10).compile().fit(np.zeros((4, 28, 28), np.float32)),
+     "fit(): x, of shape (4, 28, 28), has no targets y"),
+    (lambda: td.build_improved_model(T=10).compile(loss="mse").fit(
+        td.prepare_dataset(np.zeros((4, 28, 28), np.float32), 2, T=10, target="hybrid")),
+     "prepared with target='hybrid', for HybridLoss, but this model is compiled with "
+     "MeanSquaredError"),
+    (lambda: td.build_improved_model(T=10, learn_sigma=True).compile(loss=td.Huber()),
+     "loss=Huber(): this model learns its variances"),
 ])
 def test_training_arguments_are_checked_where_they_enter(make, words):
     with pytest.raises((TypeError, ValueError)) as info:
@@ -661,12 +726,12 @@ def autoencoder_file(tmp_path_factory):
 
 
 @pytest.mark.parametrize("argv,words", [
-    (["train", "--epochs", "9", "--resume", "--checkpoint", "{latent}"],
-     ["holds a latent diffusion model", "train-latent --resume --epochs 50 --checkpoint"]),
+    (["train", "--epochs", "9", "--resume", "--checkpoint", "{latent}"],  # never trained into
+     ["is a file shipped with tinyddpm, which training would write over"]),
     (["train", "--epochs", "9", "--resume", "--checkpoint", "{ae}"],
      ["holds the autoencoder", "train-latent --resume --epochs", "run.npz"]),
     (["train", "--epochs", "9", "--init-from", "{latent}", "--checkpoint", "{tmp}/n.npz"],
-     ["`train --init-from` cannot use", "latent diffusion model"]),
+     ["`train --model book --init-from` cannot use", "latent diffusion model"]),
     (["sample", "--checkpoint", "{ae}"], ["holds the autoencoder", "generates nothing"]),
     (["sample", "--checkpoint", "{book}", "--latent"], ["holds the book's U-Net: drop --latent"]),
 ])

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import tinyddpm as td
+from tinyddpm import sampling
 from tinyddpm.diffusion import get_schedule
 from tinyddpm.sampling import SAMPLERS, SPACINGS, timesteps
 
@@ -248,8 +249,31 @@ def test_second_order_samplers_take_a_first_order_step_from_beyond_sigma_80(name
     shipped model): that first step is Euler's, one model call, and the samples are right."""
     oracle = Oracle()
     X = td.sample(oracle, 2000, name, steps=25, spacing=spacing, seed=0, clip=False)
-    assert len(oracle.times) == 2 * 25 - 2  # the first and the last step: one call each
+    # the first and the last step: one call each (for each slice of MODEL_BATCH images)
+    assert len(oracle.times) == (2 * 25 - 2) * -(-2000 // sampling.MODEL_BATCH)
     assert abs(X.mean() - MU) < 0.005 and abs(X.std() / S - 1) < 0.03
+
+
+def test_large_batches_reach_the_model_in_slices_with_the_same_result(monkeypatch):
+    """100,000 images at once would need tens of GB of activations: the model sees at most
+    MODEL_BATCH images a call, and the images are those of one whole-batch call."""
+    model = td.build_diffusion_model(T=20, embed_size=8, seed=0)
+    sizes = []
+    forward = type(model).forward
+
+    def recording(self, inputs, *args, **kwargs):
+        sizes.append(len(inputs["X_noisy"]))
+        return forward(self, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", recording)
+    n = sampling.MODEL_BATCH + 44
+    sliced = td.sample(model, n, "ddpm-respaced", steps=3, seed=1, progress=False)
+    assert max(sizes) == sampling.MODEL_BATCH and 44 in sizes
+    monkeypatch.setattr(sampling, "MODEL_BATCH", n)
+    sizes.clear()
+    whole = td.sample(model, n, "ddpm-respaced", steps=3, seed=1, progress=False)
+    assert set(sizes) == {n}
+    np.testing.assert_allclose(sliced, whole, atol=1e-3)  # float32 products, summed in another order
 
 
 def test_a_model_config_with_a_bad_T_is_named():

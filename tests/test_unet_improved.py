@@ -82,12 +82,19 @@ def test_widths_that_groups_or_heads_cannot_split_are_refused():
     ({"attention": (7, 7)}, "attention: sides among 28, 14, 7"),
     ({"dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
     ({"dropout": -0.1}, r"dropout must lie in \[0, 1\)"),
-    ({"heads": 0}, "heads and groups must be whole numbers >= 1"),
+    ({"heads": 0}, "heads must be a whole number >= 1"),
+    ({"heads": 2.0}, "heads must be a whole number >= 1, got 2.0"),
+    ({"heads": True}, "heads must be a whole number >= 1, got True"),
+    ({"groups": 0}, "groups must be a whole number >= 1"),
+    ({"dropout": "0.1"}, r"dropout must be a number in \[0, 1\), got '0.1'"),
+    ({"widths": (8, 8, 520)}, r"widths must be whole numbers in 1..512"),
+    ({"widths": (100_000, 8, 8)}, r"widths must be whole numbers in 1..512"),
+    ({"seed": -1}, r"seed must be a whole number in 0..4294967295, got -1"),
     ({"attention": 7}, r"attention must be a tuple of sides, e.g. \(7,\) or \(14, 7\)"),
     ({"widths": "16,32,64"}, "widths must be 3 whole numbers"),
     ({"widths": (16.5, 32, 64)}, "widths must be 3 whole numbers"),
     ({"learn_sigma": "yes"}, "learn_sigma must be True or False"),
-    ({"widths": (0, 8, 8)}, "widths must be whole numbers >= 1"),
+    ({"widths": (0, 8, 8)}, "widths must be whole numbers in 1..512"),
 ])
 def test_options_out_of_range_are_refused_before_building(options, message):
     with pytest.raises(ValueError, match=message):
@@ -122,21 +129,59 @@ def test_a_checkpoint_rebuilds_the_improved_model_with_its_options(tmp_path):
     np.testing.assert_array_equal(again.eval()(batch).data, model.eval()(batch).data)
 
 
-def test_an_edited_improved_config_is_refused_by_field(tmp_path):
+@pytest.mark.parametrize("edit,words", [
+    ({"heads": 10 ** 9}, "config.heads must be a whole number in 1..64"),
+    # each field in range, together impossible: refused from the header, not by the builder
+    ({"heads": 3}, "cannot be split into heads=3; the file is damaged or was edited"),
+    ({"widths": [4096, 4096, 4096]}, "config.widths must be a list of 1 to 6 widths in 2..512"),
+    ({"model": "__import__('os')"}, "config.model must be \"improved\""),
+])
+def test_an_edited_improved_config_is_refused_by_field(edit, words, tmp_path, capsys):
     import json
 
     import tinyddpm as td
+    from tinyddpm.__main__ import main
     from tinyddpm.checkpoint import CheckpointError, read_checkpoint
 
     td.save_checkpoint(tmp_path / "m.npz", tiny())
     with np.load(tmp_path / "m.npz") as f:
         arrays = dict(f)
     header = json.loads(str(arrays["header"]))
-    header["config"]["heads"] = 10 ** 9
+    header["config"].update(edit)
     arrays["header"] = np.array(json.dumps(header))
     np.savez(tmp_path / "edited.npz", **arrays)
-    with pytest.raises(CheckpointError, match="config.heads must be a whole number in 1..64"):
+    with pytest.raises(CheckpointError, match=None) as info:
         read_checkpoint(tmp_path / "edited.npz")
+    assert words in str(info.value) and "edited.npz" in str(info.value)
+    for argv in (["sample", "--n", "2"], ["evaluate", "--nll", "--n", "2"]):
+        assert main([*argv, "--checkpoint", str(tmp_path / "edited.npz")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "edited.npz" in err and "Traceback" not in err
+
+
+def test_fine_tune_an_improved_model_with_init_from(tmp_path, subset, capsys):
+    from tinyddpm.__main__ import main
+    from tinyddpm.checkpoint import read_checkpoint
+
+    def train(*options, out):
+        return main(["train", "--epochs", "1", "--steps-per-epoch", "1", "--quiet",
+                     "--checkpoint", str(tmp_path / out), *options])
+
+    start = str(tmp_path / "a.npz")
+    assert train("--model", "improved", "--widths", "8,8,8", "--heads", "2", "--learn-sigma",
+                 out="a.npz") == 0
+    # the shape comes from the file whose weights it starts from
+    assert train("--model", "improved", "--learn-sigma", "--init-from", start, out="b.npz") == 0
+    assert "Started from the weights in" in capsys.readouterr().out
+    assert read_checkpoint(tmp_path / "b.npz")[0]["config"]["widths"] == [8, 8, 8]
+    for options, words in (
+            (["--model", "improved", "--learn-sigma", "--widths", "16,16,16"],
+             "--widths differs from --init-from's model (8,8,8)"),
+            (["--model", "improved"], "its model learns its variances: add --learn-sigma"),
+            ([], "add --model improved --learn-sigma")):
+        assert train(*options, "--init-from", start, out="c.npz") == 2
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "c.npz").exists()
 
 
 def test_train_the_improved_model_from_the_command_line_and_resume_it(tmp_path, subset, capsys):

@@ -38,10 +38,20 @@ def load_pretrained(path=None, kind="book"):
     ``kind``: "book" (the book's U-Net), "conditional" (class-conditional, for
     ``generate_ddim(model, label=..., guidance=...)``), "latent" (latent diffusion) or
     "improved" (the improved U-Net with learned variances; ``sample(model, 50, "iddpm")``).
+    ``path``: a sampling-ready .npz of your own instead (``kind`` is then not used).
+    Errors: ValueError for an unknown ``kind``; CheckpointError for a ``path`` that is missing or
+    not a checkpoint.
     """
+    import os
+
     from . import pretrained
+    from .checkpoint import CheckpointError
 
     if kind not in pretrained.PRETRAINED:
         raise ValueError(f"kind must be one of {', '.join(map(repr, pretrained.PRETRAINED))}, "
                          f"got {kind!r}")
+    if path is not None and not os.path.exists(path):
+        hint = (f"; the shipped {path} model is load_pretrained(kind={path!r})"
+                if path in pretrained.PRETRAINED else "")
+        raise CheckpointError(f"load_pretrained: there is no file {os.fspath(path)!r}{hint}")
     return pretrained.load_pretrained(path or pretrained.PRETRAINED[kind])

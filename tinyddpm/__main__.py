@@ -142,8 +142,20 @@ def _lock_and_check(args, paths, also_written=()):
     ``also_written``, e.g. the best-loss file) can be written, and that ``--resume`` has a
     checkpoint (and a fresh run none to overwrite)."""
     from tinyddpm._files import FileLock, LockedError, check_output
+    from tinyddpm.checkpoint import _shipped
 
     for path in [*paths, *also_written]:
+        if _shipped(path):
+            from tinyddpm.pretrained import PRETRAINED
+
+            kind = next((k for k, p in PRETRAINED.items() if os.path.samefile(p, path)), None) \
+                if os.path.exists(path) else None
+            start = (f" (to start from its weights: --init-from {command(path)}"
+                     + (" --model improved --learn-sigma" if kind == "improved" else
+                        " --conditional" if kind == "conditional" else "") + ")"
+                     if kind in ("book", "conditional", "improved") else "")
+            raise UsageError(f"--checkpoint {path!r} is a file shipped with tinyddpm, which "
+                             f"training would write over: give a --checkpoint of your own{start}")
         try:
             check_output(path, "--checkpoint", (".npz",), need_bytes=16 * 2**20, example="ckpt")
         except ValueError as e:
@@ -203,16 +215,22 @@ def _train_run(args):
     notes = _run_options(args, TRAIN_OPTIONS, saved, ckpt)
     if args.learn_sigma and args.model != "improved":
         raise UsageError("--learn-sigma applies to the improved U-Net: add --model improved")
-    architecture = _improved_architecture(args, saved_config)
-    if args.model == "improved" and (args.conditional or args.init_from):
-        raise UsageError(f"--model improved has no class input and starts from scratch: drop "
-                         f"{'--conditional' if args.conditional else '--init-from'}")
+    if args.model == "improved" and args.conditional:
+        raise UsageError("--model improved has no class input: drop --conditional")
+    init = None
+    if args.init_from and not args.resume:
+        init, init_config = _read_init_from(args.init_from, args.model)
+        if args.model == "improved" and bool(init_config.get("learn_sigma")) != args.learn_sigma:
+            raise UsageError(f"--init-from {args.init_from!r}: its model "
+                             f"{'learns' if not args.learn_sigma else 'does not learn'} its "
+                             f"variances: {'add' if not args.learn_sigma else 'drop'} "
+                             "--learn-sigma")
+        if args.model == "improved":
+            saved_config = init_config  # the shape its weights fit
+    architecture = _improved_architecture(args, saved_config, resumed=args.resume)
     if not args.conditional and args.label_dropout != TRAIN_OPTIONS["label_dropout"]:
         raise UsageError("--label-dropout applies to a class-conditional model: add "
                          "--conditional, or drop --label-dropout")
-    init = None
-    if args.init_from and not args.resume:
-        init = _read_init_from(args.init_from)
     (X_full, y_full), _ = td.load_fashion_mnist(args.data_dir)
     (X_train, y_train), (X_valid, y_valid) = td.split_train_valid(X_full, y_full)  # 1/12 valid
     seed, conditional = args.seed, args.conditional
@@ -258,10 +276,11 @@ def _train_run(args):
 ARCHITECTURE = ("widths", "attention", "heads", "dropout")  # train's --model improved options
 
 
-def _improved_architecture(args, saved_config):
+def _improved_architecture(args, saved_config, resumed=True):
     """The improved U-Net's shape from --widths, --attention, --heads, --dropout: as given (the
-    builder's defaults for those not given), or on --resume the checkpoint's, which a given
-    value must match. Refused for the book's U-Net, which has none of them."""
+    builder's defaults for those not given), or on --resume the checkpoint's (``resumed``; else
+    ``saved_config`` is --init-from's), which a given value must match. Refused for the book's
+    U-Net, which has none of them."""
     given = {name: getattr(args, name) for name in ARCHITECTURE if getattr(args, name) is not None}
     if args.model != "improved":
         if given:
@@ -290,9 +309,11 @@ def _improved_architecture(args, saved_config):
         if not same:
             shown = ",".join(map(str, saved[name])) if isinstance(saved[name], list) \
                 else saved[name]
-            raise UsageError(f"{_flag(name)} differs from the checkpoint's ({shown}): a resumed "
-                             f"run keeps its model; drop {_flag(name)}, or start a new run "
-                             "without --resume")
+            raise UsageError(
+                f"{_flag(name)} differs from the checkpoint's ({shown}): a resumed run keeps its "
+                f"model; drop {_flag(name)}, or start a new run without --resume" if resumed else
+                f"{_flag(name)} differs from --init-from's model ({shown}): its weights fit that "
+                f"shape only; drop {_flag(name)}")
     return saved
 
 
@@ -323,13 +344,22 @@ def _checkpoints(model, ckpt, best_path, run):
     return [latest, best]
 
 
-def _read_init_from(path):
-    """The weights of ``--init-from``, checked before any work: a diffusion U-Net's."""
-    from tinyddpm.checkpoint import read_checkpoint
+def _read_init_from(path, model):
+    """The weights and the config of ``--init-from``, checked before any work: the book's U-Net
+    (or a class-conditional one) for --model book, an improved U-Net for --model improved."""
+    from tinyddpm.checkpoint import KINDS, checkpoint_kind, read_checkpoint
 
     header, weights, _, _ = read_checkpoint(path)
-    _expect(path, header, ("book", "conditional"), "train --init-from")
-    return weights
+    kind, config = checkpoint_kind(header), header.get("config") or {}
+    if (kind == "improved") != (model == "improved") and kind in ("book", "conditional",
+                                                                   "improved"):
+        fix = ("drop --model improved" if model == "improved" else "add --model improved" +
+               (" --learn-sigma" if config.get("learn_sigma") else ""))
+        raise UsageError(f"--init-from {path!r} holds {KINDS[kind][0]}, not a model that "
+                         f"--model {model} builds: {fix}")
+    _expect(path, header, ("improved",) if model == "improved" else ("book", "conditional"),
+            f"train --model {model} --init-from")
+    return weights, config
 
 
 def _init_from(model, path, weights):
@@ -850,9 +880,11 @@ def build_parser():
                        "--resume, the checkpoint's)")
     improved = "with --model improved: "
     train.add_argument("--widths", type=whole_numbers(3, low=1), default=None, metavar="W,W,W",
-                       help=improved + "channels at 28x28, 14x14 and 7x7 (default: 16,32,64; "
-                       "with --resume, the checkpoint's)")
-    train.add_argument("--attention", type=whole_numbers(choices=(28, 14, 7), empty="none"),
+                       help=improved + "channels at 28x28, 14x14 and 7x7, each up to 512 and "
+                       "divisible by 8 (the GroupNorm groups) and, where attention is, by "
+                       "--heads (default: 16,32,64; with --resume, the checkpoint's)")
+    train.add_argument("--attention", type=whole_numbers(choices=(28, 14, 7), empty="none",
+                                                            example="14,7"),
                        default=None, metavar="SIDES",
                        help=improved + "the resolutions with self-attention, e.g. 14,7, or none "
                        "(default: 7; with --resume, the checkpoint's)")
@@ -870,8 +902,9 @@ def build_parser():
                        help="class-conditional U-Net for classifier-free guidance (sample it "
                        "with --class)")
     train.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                       help="start from these weights (e.g. the shipped model, to fine-tune it "
-                       "into a conditional one); weights it lacks start fresh")
+                       help="start from these weights: the book's U-Net (e.g. the shipped "
+                       "one, to fine-tune it into a conditional one; weights it lacks start "
+                       "fresh), or with --model improved an improved U-Net of the same shape")
     train.add_argument("--label-dropout", type=real_number(0, 1, high_open=True), default=None,
                        metavar="P", help="with --conditional: train on 'no class' with "
                        "probability P (default: 0.1; with --resume, the checkpoint's)")

@@ -69,10 +69,11 @@ def whole_number(low=None, high=None):
     return parse
 
 
-def whole_numbers(count=None, low=None, choices=None, empty=None):
+def whole_numbers(count=None, low=None, choices=None, empty=None, example="16,32,64"):
     """An argparse type: comma-separated whole numbers, e.g. ``16,32,64``, as a tuple; ``count``
     of them if given, each >= ``low`` or among ``choices``, none repeated where ``choices`` is
-    given; ``empty`` (e.g. ``"none"``) stands for no numbers at all."""
+    given; ``empty`` (e.g. ``"none"``) stands for no numbers at all. ``example``: shown in the
+    message for text that is no such list."""
     def parse(text):
         if empty is not None and text.strip().lower() == empty:
             return ()
@@ -80,7 +81,8 @@ def whole_numbers(count=None, low=None, choices=None, empty=None):
             values = tuple(int(part) for part in text.split(","))
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected comma-separated whole numbers such as 16,32,64, got {text!r}") from None
+                f"expected comma-separated whole numbers such as {example}"
+                + (f" (or {empty})" if empty else "") + f", got {text!r}") from None
         if count is not None and len(values) != count:
             raise argparse.ArgumentTypeError(f"expected {count} numbers, got {len(values)}: "
                                              f"{text!r}")

@@ -159,8 +159,9 @@ def check_output(path, option, suffixes=None, need_bytes=0, example="samples"):
         fd, probe = tempfile.mkstemp(prefix=f"{_temp_prefix(path)}{os.getpid()}-", dir=folder)
         os.close(fd)
         os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"{option} {path!r}: cannot write in {folder!r}: {reason(e)}; choose "
+    except OSError as e:  # the folder exists: ENOENT here means no file can be made in it
+        why = "no file can be created there" if e.errno == errno.ENOENT else reason(e)
+        raise ValueError(f"{option} {path!r}: cannot write in {folder!r}: {why}; choose "
                          "another place") from None
     if os.path.exists(path):
         if not os.path.isfile(path):

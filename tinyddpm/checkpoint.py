@@ -87,6 +87,7 @@ def read_checkpoint(path):
             if f.read(2) != b"PK":  # every .npz is a zip archive
                 raise CheckpointError(f"{path!r} is not a readable tinyddpm checkpoint: it is "
                                       "not an .npz archive (another kind of file, or empty)")
+        _check_members(path)  # names and sizes, from the archive's index: before any reading
         with np.load(path, allow_pickle=False) as data:
             if "header" not in data.files:
                 raise CheckpointError(f"{path!r} is an .npz file but not a tinyddpm checkpoint "
@@ -186,6 +187,50 @@ def other_model_file(path):
     return None
 
 
+# What an archive may hold, checked before its arrays are read (a hostile file could ask for a
+# 20,000 x 20,000 array in a few MB of zip): the groups of save_checkpoint, and sizes in
+# elements far above those of any model the builders make (a 512-channel 3x3 convolution has
+# 2.4 million weights; a whole 512-channel improved U-Net with its optimizer and average, ~200
+# million numbers).
+GROUPS = ("header", "weights/", "optimizer/", "ema/")
+MAX_ARRAY = 2 ** 24
+MAX_TOTAL = 2 ** 28
+
+
+def _check_members(path):
+    """Refuse an archive with members outside GROUPS, or arrays above MAX_ARRAY elements each or
+    MAX_TOTAL in all, reading only each array's header (its first bytes)."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        names = [m.filename[:-len(".npy")] if m.filename.endswith(".npy") else m.filename
+                 for m in members]
+        if "header" not in names:
+            raise CheckpointError(f"{path!r} is an .npz file but not a tinyddpm checkpoint (it "
+                                  "has no header)")
+        for info, name in zip(members, names):
+            if not (name == "header" or name.startswith(GROUPS[1:])):
+                raise CheckpointError(f"{path!r} is not a tinyddpm checkpoint: it holds {name!r}"
+                                      ", which none has (only a header and weights/, optimizer/, "
+                                      "ema/ arrays); the file was written by another program or "
+                                      "edited")
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape = read(f)[0]
+            size = math.prod(shape)
+            total += size
+            if size > MAX_ARRAY:
+                raise CheckpointError(f"{path!r}: {name} has shape {shape}, more than "
+                                      f"{MAX_ARRAY:,} numbers, far beyond any tinyddpm model; the "
+                                      "file was not written by tinyddpm or was edited")
+            if total > MAX_TOTAL:
+                raise CheckpointError(f"{path!r} holds more than {MAX_TOTAL:,} numbers, far beyond "
+                                      "any tinyddpm model; the file was not written by tinyddpm "
+                                      "or was edited")
+
+
 def _whole_array(value):
     return value.shape == () and value.dtype.kind in "iu" and value >= 0
 
@@ -236,15 +281,19 @@ def _check_header(path, header):
         _check_config(path, where, config)
 
 
+MAX_WIDTH = 512  # channels of a U-Net level (the improved builder's bound too): 512 at each
+#                 level is already ~100x the default improved U-Net's weights
+
 # The fields of a diffusion U-Net's config: (check, what it must be). The bounds keep a damaged
 # or edited file from asking for a model that cannot be built (an embedding of 1e9 numbers).
 _CONFIG_FIELDS = {
     "T": (lambda v: _whole(v) and 1 <= v <= 100_000, "a whole number in 1..100,000"),
-    "embed_size": (lambda v: _whole(v) and 2 <= v <= 4096 and v % 2 == 0,
-                   "an even whole number in 2..4096"),
+    "embed_size": (lambda v: _whole(v) and 2 <= v <= 1024 and v % 2 == 0,
+                   "an even whole number in 2..1024"),
     "widths": (lambda v: isinstance(v, list) and 1 <= len(v) <= 6 and
-               all(_whole(w) and 2 <= w <= 4096 for w in v), "a list of 1 to 6 widths in 2..4096"),
-    "num_classes": (lambda v: _whole(v) and 1 <= v <= 100_000, "a whole number in 1..100,000"),
+               all(_whole(w) and 2 <= w <= MAX_WIDTH for w in v),
+               f"a list of 1 to 6 widths in 2..{MAX_WIDTH}"),
+    "num_classes": (lambda v: _whole(v) and 1 <= v <= 1000, "a whole number in 1..1,000"),
     "image_shape": (lambda v: isinstance(v, list) and len(v) == 3 and
                     all(_whole(d) and 1 <= d <= 4096 for d in v), "a list [H, W, C]"),
 }
@@ -277,6 +326,10 @@ def _check_config(path, where, config):
     if not isinstance(config, dict):
         raise CheckpointError(f"{path!r}: {where} must be a JSON object, got {config!r}; the "
                               "file is damaged or was edited")
+    if "model" in config and config["model"] != "improved":
+        raise CheckpointError(f"{path!r}: {where}.model must be \"improved\" (or absent, for the "
+                              f"book's U-Net), got {config['model']!r}; the file is damaged or "
+                              "was edited")
     improved = config.get("model") == "improved"
     required = ("T", "widths", *((f for f in _IMPROVED_FIELDS if f != "learn_sigma")
                                  if improved else ("embed_size",)))
@@ -288,6 +341,15 @@ def _check_config(path, where, config):
             if not ok(config[field]):
                 raise CheckpointError(f"{path!r}: {where}.{field} must be {expected}, got "
                                       f"{config[field]!r}; the file is damaged or was edited")
+    if improved:  # fields that are each in range may still not go together (heads, widths)
+        from .unet_improved import check_options
+
+        try:
+            check_options(config["widths"], config["attention"], config["heads"],
+                          config["dropout"], config["groups"])
+        except ValueError as e:
+            raise CheckpointError(f"{path!r}: {where}: {str(e).split(': ', 1)[-1]}; the file is "
+                                  "damaged or was edited") from None
     try:
         schedule_spec(config.get("schedule"))
     except (TypeError, ValueError) as e:
@@ -355,7 +417,8 @@ def describe_kind(path, header):
     kind = checkpoint_kind(header)
     path = os.fspath(path)
     if kind == "other":
-        return (f"holds a {header.get('model_class', 'model')} saved from Python, which the "
+        return (f"holds a model of class {header.get('model_class', 'unknown')!r} saved from "
+                "Python, which the "
                 "command line does not train or sample; load it with load_checkpoint(path, "
                 "model) or keras.models.load_model(path)")
     if kind == "autoencoder":
@@ -370,8 +433,22 @@ def describe_kind(path, header):
                 f"which generates nothing by itself: {how}")
     what, train, sample = KINDS[kind]
     epochs = header.get("epoch", 0) + 10
+    if _shipped(path):  # never train into the package's own file: start a run of your own
+        options = {"book": "", "conditional": " --conditional", "improved": " --model improved" + (
+            " --learn-sigma" if (header.get("config") or {}).get("learn_sigma") else "")}
+        tune = (f"fine-tune it in a run of your own with `python -m tinyddpm train{options[kind]}"
+                f" --init-from {path} --epochs 5 --checkpoint mine.npz`; " if kind in options
+                else "")
+        return f"holds {what}, shipped with tinyddpm: {tune}sample it with " \
+               f"`{sample.format(path=path)}`"
     return (f"holds {what}: continue its training with `{train.format(path=path, epochs=epochs)}`"
             f" (--epochs: the total to reach); sample it with `{sample.format(path=path)}`")
+
+
+def _shipped(path):
+    """Whether ``path`` is one of the package's own files (tinyddpm/assets)."""
+    assets = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+    return os.path.dirname(os.path.realpath(path)) == os.path.realpath(assets)
 
 
 def load_checkpoint(path, model, optimizer=None):

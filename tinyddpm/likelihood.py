@@ -660,7 +660,9 @@ def bits_per_dim(model, X, variance=None, clip=True, batch_size=100, seed=0, pro
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=T * math.ceil(len(x) / batch_size), unit="step",
-                   desc=f"bits/dim ({len(x)} images, T = {T}, variance {shown})")
+                   desc=f"bits/dim ({len(x)} images, "
+                   + (f"{T} steps of T = {model_T}" if T != model_T else f"T = {T}")
+                   + f", variance {shown})")
     try:
         for start in range(0, len(x), batch_size):
             x0 = x[start:start + batch_size]

@@ -158,6 +158,12 @@ class ArrayBatches:
 def _fit_data(x, y, batch_size, validation_split, validation_data, shuffle):
     """fit()'s data as (training batches, validation batches or None), as Keras reads them."""
     if y is None:  # a data set of batches
+        if isinstance(x, (np.ndarray, dict)):  # Keras: "Target data is missing"
+            shape = x.shape if isinstance(x, np.ndarray) else {k: np.shape(v) for k, v in x.items()}
+            raise ValueError(f"fit(): x, of shape {shape}, has no targets y: a diffusion model "
+                             "learns the noise of noisy images, so give it the data set of "
+                             "prepare_dataset(images, batch_size), or x = {'X_noisy', 'time'} "
+                             "arrays and y = their noise")
         if batch_size is not None or validation_split:
             raise ValueError("fit(): batch_size and validation_split apply to arrays (x, y); a "
                              "data set of batches has its own batch size")
@@ -286,7 +292,8 @@ class Model(Module):
         self.loss = losses_mod.get(loss)
         if (getattr(self, "config", None) or {}).get("learn_sigma") and \
                 not isinstance(self.loss, losses_mod.HybridLoss):
-            raise ValueError(f"loss={loss!r}: this model learns its variances (learn_sigma=True), "
+            shown = repr(loss) if isinstance(loss, str) else f"{type(loss).__name__}()"
+            raise ValueError(f"loss={shown}: this model learns its variances (learn_sigma=True), "
                              "so its output holds eps and v and it trains with "
                              "loss=td.HybridLoss() (L_simple + 0.001 L_vlb); build it with "
                              "learn_sigma=False to train on eps alone")
@@ -424,6 +431,13 @@ class Model(Module):
                              "the state was not saved from this data (or was edited)")
         _check_schedule(self, train_set, "x")
         _check_schedule(self, validation_data, "validation_data")
+        for name, data in (("x", train_set), ("validation_data", validation_data)):
+            if getattr(data, "target", None) == "hybrid" and \
+                    not isinstance(self.loss, losses_mod.HybridLoss):
+                raise ValueError(f"fit(): {name} was prepared with target='hybrid', for "
+                                 f"HybridLoss, but this model is compiled with "
+                                 f"{type(self.loss).__name__}: prepare it without target= (the "
+                                 "noise), or compile with loss=td.HybridLoss()")
         size = getattr(train_set, "batch_size", None)
         if self.step_in_epoch and self.batch_size_trained and size and \
                 size != self.batch_size_trained:

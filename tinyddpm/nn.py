@@ -23,7 +23,13 @@ CHECK_FINITE = True
 
 
 def set_seed(seed):
-    """Seed the generator behind weight initialisation (and NumPy's global one) for reproducibility."""
+    """Seed the generator behind weight initialisation (and NumPy's global one) for reproducibility.
+
+    ``seed``: a whole number in 0 .. 2**32 - 1 (NumPy's global generator takes no more), or
+    None for fresh entropy; ValueError otherwise."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or not 0 <= seed < 2 ** 32):
+        raise ValueError(f"seed must be a whole number in 0..{2 ** 32 - 1}, got {seed!r}")
     global _rng
     _rng = np.random.default_rng(seed)
     np.random.seed(seed)

@@ -129,6 +129,10 @@ def _labels(model, label, batch_size):
     return np.array(label)
 
 
+MODEL_BATCH = 256  # images per model call; a larger batch goes in slices (same images, to float32
+#                   rounding: the products sum in another order)
+
+
 def _predict_noise(model, X, t, label=None, guidance=1.0, with_v=False):
     """eps_theta(x_t, t) for a whole batch at one time step t, in inference mode.
 
@@ -153,10 +157,21 @@ def _predict_noise(model, X, t, label=None, guidance=1.0, with_v=False):
                          "learn_sigma=True) does)")
     variances = []
 
-    def run(inputs):  # always in inference mode, whatever mode the model was left in
+    def call(inputs):  # always in inference mode, whatever mode the model was left in
         with no_grad():
             out = model(inputs, training=False) if isinstance(model, Module) else model(inputs)
-        out = out.data if isinstance(out, Tensor) else out
+        return out.data if isinstance(out, Tensor) else out
+
+    def run(inputs):
+        n = len(inputs["X_noisy"])
+        if n <= MODEL_BATCH:
+            out = call(inputs)
+        else:  # in slices: the activations of 100,000 images at once would not fit in memory
+            parts = [call({k: v[i:i + MODEL_BATCH] for k, v in inputs.items()})
+                     for i in range(0, n, MODEL_BATCH)]
+            same = all(isinstance(o, np.ndarray) and o.shape[1:] == parts[0].shape[1:]
+                       for o in parts)
+            out = np.concatenate(parts) if same else parts[0]  # (the check below names it)
         channels = inputs["X_noisy"].shape[-1]
         if learned and isinstance(out, np.ndarray) and out.shape[-1] == 2 * channels:
             out, v = out[..., :channels], out[..., channels:]

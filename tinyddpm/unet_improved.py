@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import nn, ops
+from .checkpoint import MAX_WIDTH
 from .model import Model
 from .schedule import schedule_spec
 from .unet import _per_pixel, _unpack, dummy_inputs
@@ -161,10 +162,19 @@ class ImprovedUNet(Model):
 
 def check_options(widths=(16, 32, 64), attention=(7,), heads=4, dropout=0.0, groups=8):
     """Raise ValueError, naming the option, for an improved U-Net that cannot be built: ``widths``
-    not 3 whole numbers >= 1 divisible by ``groups``, attention sides other than 28, 14, 7 (each
-    once), a width with attention that ``heads`` cannot split, ``dropout`` outside [0, 1)."""
+    not 3 whole numbers in 1..MAX_WIDTH divisible by ``groups``, attention sides other than 28,
+    14, 7 (each once), a width with attention that ``heads`` cannot split, ``dropout`` outside
+    [0, 1)."""
     def whole(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    for name, value in (("heads", heads), ("groups", groups)):
+        if not whole(value) or value < 1:
+            raise ValueError(f"build_improved_model: {name} must be a whole number >= 1, got "
+                             f"{value!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating, np.integer)):
+        raise ValueError(f"build_improved_model: dropout must be a number in [0, 1), got "
+                         f"{dropout!r}")
 
     if isinstance(widths, str) or not hasattr(widths, "__len__") or \
             not all(whole(w) for w in widths):
@@ -184,12 +194,9 @@ def check_options(widths=(16, 32, 64), attention=(7,), heads=4, dropout=0.0, gro
                          f"got {tuple(attention)}")
     if not 0 <= float(dropout) < 1:
         raise ValueError(f"build_improved_model: dropout must lie in [0, 1), got {dropout}")
-    if int(heads) < 1 or int(groups) < 1:
-        raise ValueError(f"build_improved_model: heads and groups must be whole numbers >= 1, "
-                         f"got heads={heads}, groups={groups}")
-    if min(widths) < 1:
-        raise ValueError(f"build_improved_model: widths must be whole numbers >= 1, got "
-                         f"{tuple(widths)}")
+    if min(widths) < 1 or max(widths) > MAX_WIDTH:
+        raise ValueError(f"build_improved_model: widths must be whole numbers in 1..{MAX_WIDTH}, "
+                         f"got {tuple(widths)}")
     for w in widths:
         if w % int(groups):
             raise ValueError(f"build_improved_model: width {w} is not divisible by "
