@@ -696,7 +696,9 @@ def add_evaluate_command(subparsers):
                      "iddpm sampler's time steps, betas respaced; one model call a step and "
                      "batch) (default: all T)")
     nll.add_argument("--no-clip", action="store_true",
-                     help="do not clip the model's x_0 estimate to [-1, 1]")
+                     help="do not clip the model's x_0 estimate to [-1, 1] (the papers' "
+                     "bound clips it; unclipped, the first jumps of a chain of few --steps "
+                     "can cost thousands of bits/dim)")
     nll.add_argument("--seed", type=whole_number(0, 2**31 - 1), default=None,
                      help="seed of the noise draws (default: 0)")
     from .__main__ import _average_options
