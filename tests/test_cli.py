@@ -85,6 +85,10 @@ def test_top_level_help_names_the_other_entry_points_and_the_shipped_models():
     (["train", "--epochs", "1", "--ema", "0"], "--ema"),
     (["train-latent", "--epochs", "1", "--ae-epochs", "0"], "--ae-epochs"),
     (["evaluate", "s.npy", "--batch-size", "0"], "--batch-size"),
+    # sizes that would need more memory than the machine has, refused before any work
+    (["train", "--epochs", "1", "--batch-size", "1025"], "--batch-size"),
+    (["train-latent", "--epochs", "1", "--batch-size", "100000"], "--batch-size"),
+    (["evaluate", "--nll", "--pretrained", "book", "--batch-size", "1001"], "--batch-size"),
     (["train", "--epochs", "1", "--ema", "1"], "--ema"),
     (["train", "--epochs", "1", "--seed", "-1"], "--seed"),
     (["sample", "--pretrained", "book", "--eta", "2"], "--eta"),

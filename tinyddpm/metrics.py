@@ -675,8 +675,9 @@ def add_evaluate_command(subparsers):
     p.add_argument("samples", nargs="?", default=None,
                    help="the .npy file of images, e.g. from `sample --npy` (not with --nll)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--batch-size", type=whole_number(1), default=None,
-                   help="images the classifier (or with --nll, the model) sees at a time "
+    p.add_argument("--batch-size", type=whole_number(1, 1000), default=None,
+                   help="images the classifier (or with --nll, the model) sees at a time, up to "
+                   "1,000 "
                    "(default: 500; with --nll: 100, which also fixes the noise drawn)")
     nll = p.add_argument_group("likelihood (with --nll)")
     nll.add_argument("--nll", action="store_true",
