@@ -44,9 +44,14 @@ def test_shipped_model_loads_and_samples(kind):
     assert 0 <= images.min() and images.max() <= 1 and images.std() > 0.05  # not blank
 
 
-def test_missing_pretrained_file_says_what_to_do(tmp_path):
+def test_missing_pretrained_file_says_what_to_do(tmp_path, monkeypatch):
+    from tinyddpm import pretrained
+
+    monkeypatch.setitem(pretrained.PRETRAINED, "book", tmp_path / "nope.npz")  # a broken install
     with pytest.raises(td.CheckpointError, match="missing from this install"):
-        td.load_pretrained(tmp_path / "nope.npz")
+        td.load_pretrained()
+    with pytest.raises(td.CheckpointError, match="there is no file"):  # a path of one's own
+        td.load_pretrained(tmp_path / "mine.npz")
 
 
 def test_demo_can_train_a_fresh_model(tmp_path, capsys):
