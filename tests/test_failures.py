@@ -345,8 +345,17 @@ def test_a_shipped_file_is_never_offered_for_resuming_into(tmp_path, capsys):
     for command in ("train", "train-latent"):  # nor trained into
         assert main([command, "--epochs", "99", "--resume", "--checkpoint",
                      str(PRETRAINED["improved"])]) == 2
-        assert "is a file shipped with tinyddpm, which training would write over" in \
+        assert "is in tinyddpm's folder of shipped files, which training would write into" in \
             capsys.readouterr().err
+    assets = os.path.dirname(PRETRAINED["book"])
+    before = {f: os.path.getmtime(os.path.join(assets, f)) for f in os.listdir(assets)}
+    for argv in (["sample", "--pretrained", "book", "--out", f"{assets}/samples_ddim100.png"],
+                 ["sample", "--pretrained", "book", "--npy", f"{assets}/x.npy"],
+                 ["export", "--pretrained", "book", "--to", "torch", "--out", f"{assets}/b.pt"],
+                 ["train", "--epochs", "1", "--checkpoint", f"{assets}/mine.npz"]):
+        assert main(argv) == 2, argv  # nor written into by any command
+        assert "tinyddpm's folder of shipped files" in capsys.readouterr().err
+    assert before == {f: os.path.getmtime(os.path.join(assets, f)) for f in os.listdir(assets)}
     assert main(["train", "--epochs", "1", "--init-from", str(PRETRAINED["latent"]),
                  "--checkpoint", str(tmp_path / "mine.npz")]) == 2
     err = capsys.readouterr().err
@@ -414,11 +423,11 @@ def test_a_checkpoint_from_before_the_schedule_was_recorded_is_the_cosine_one():
 # ================================================================ 5. every argument is checked where it enters
 
 @pytest.mark.parametrize("call,words", [
-    (lambda m: td.generate_ddim(m, -5), "batch_size must be >= 1"),
-    (lambda m: td.generate_ddim(m, 0), "batch_size must be >= 1"),
+    (lambda m: td.generate_ddim(m, -5), "batch_size must be in 1..1000000, got -5"),
+    (lambda m: td.generate_ddim(m, 0), "batch_size must be in 1..1000000, got 0"),
     (lambda m: td.generate_ddim(m, 2.5), "batch_size must be a whole number"),
     (lambda m: td.generate_ddim(m, True), "batch_size must be a whole number"),
-    (lambda m: td.generate(m, 0, progress=False), "batch_size must be >= 1"),
+    (lambda m: td.generate(m, 0, progress=False), "batch_size must be in 1..1000000, got 0"),
     (lambda m: td.generate_ddim(m, 2, steps=0), "steps must be in 1..4000"),
     (lambda m: td.generate_ddim(m, 2, steps=10.5), "steps must be a whole number"),
     (lambda m: td.generate_ddim(m, 2, steps=5000), "steps must be in 1..4000"),
@@ -450,6 +459,12 @@ def test_sampler_arguments_are_checked_before_any_work(call, words, book):
     (lambda: td.build_diffusion_model(schedule="quadratic"), "schedule kind must be one of"),
     (lambda: td.build_diffusion_model(schedule={"kind": "cosine", "max_beta": 2}), "max_beta"),
     (lambda: td.set_seed(-1), "seed must be a whole number in 0..4294967295, got -1"),
+    (lambda: td.build_improved_model(T=10 ** 9), "T must be a whole number of steps in 1..100,000"),
+    (lambda: td.build_diffusion_model(T=0), "T must be a whole number of steps in 1..100,000"),
+    (lambda: td.build_diffusion_model(T=10).compile(loss=td.Huber),
+     "loss=Huber is the class; pass an instance, loss=td.Huber()"),
+    (lambda: td.build_diffusion_model(T=10).compile(optimizer=td.Nadam),
+     "optimizer=Nadam is the class; pass an instance, optimizer=td.Nadam()"),
     # Keras habits: fit(x) without y ("Target data is missing" in Keras)
     (lambda: td.build_diffusion_model(T=10).compile().fit(np.zeros((4, 28, 28), np.float32)),
      "fit(): x, of shape (4, 28, 28), has no targets y"),
@@ -727,7 +742,7 @@ def autoencoder_file(tmp_path_factory):
 
 @pytest.mark.parametrize("argv,words", [
     (["train", "--epochs", "9", "--resume", "--checkpoint", "{latent}"],  # never trained into
-     ["is a file shipped with tinyddpm, which training would write over"]),
+     ["is in tinyddpm's folder of shipped files, which training would write into"]),
     (["train", "--epochs", "9", "--resume", "--checkpoint", "{ae}"],
      ["holds the autoencoder", "train-latent --resume --epochs", "run.npz"]),
     (["train", "--epochs", "9", "--init-from", "{latent}", "--checkpoint", "{tmp}/n.npz"],

@@ -135,6 +135,8 @@ def test_a_checkpoint_rebuilds_the_improved_model_with_its_options(tmp_path):
     ({"heads": 3}, "cannot be split into heads=3; the file is damaged or was edited"),
     ({"widths": [4096, 4096, 4096]}, "config.widths must be a list of 1 to 6 widths in 2..512"),
     ({"model": "__import__('os')"}, "config.model must be \"improved\""),
+    ({"model_class": "DiffusionUNet"}, "model_class 'DiffusionUNet' and its config (model "
+     "'improved') disagree"),
 ])
 def test_an_edited_improved_config_is_refused_by_field(edit, words, tmp_path, capsys):
     import json
@@ -147,7 +149,8 @@ def test_an_edited_improved_config_is_refused_by_field(edit, words, tmp_path, ca
     with np.load(tmp_path / "m.npz") as f:
         arrays = dict(f)
     header = json.loads(str(arrays["header"]))
-    header["config"].update(edit)
+    header.update({k: v for k, v in edit.items() if k == "model_class"})
+    header["config"].update({k: v for k, v in edit.items() if k != "model_class"})
     arrays["header"] = np.array(json.dumps(header))
     np.savez(tmp_path / "edited.npz", **arrays)
     with pytest.raises(CheckpointError, match=None) as info:
@@ -181,7 +184,33 @@ def test_fine_tune_an_improved_model_with_init_from(tmp_path, subset, capsys):
             ([], "add --model improved --learn-sigma")):
         assert train(*options, "--init-from", start, out="c.npz") == 2
         assert words in capsys.readouterr().err
+    # heads and dropout shape no weight: a fine-tuning run may change them
+    assert train("--model", "improved", "--learn-sigma", "--dropout", "0.1", "--heads", "4",
+                 "--init-from", start, out="d.npz") == 0
+    config = read_checkpoint(tmp_path / "d.npz")[0]["config"]
+    assert (config["dropout"], config["heads"], config["widths"]) == (0.1, 4, [8, 8, 8])
+    assert train("--model", "improved", "--learn-sigma", "--init-from", start, "--resume",
+                 out="b.npz") == 2
+    assert "--init-from starts a new run" in capsys.readouterr().err
     assert not (tmp_path / "c.npz").exists()
+
+
+def test_a_model_too_large_to_train_here_is_refused_before_any_work(tmp_path, capsys,
+                                                                    monkeypatch):
+    """Every option in range, together hundreds of GB: refused from the measured cost model."""
+    from tinyddpm import _cli
+    from tinyddpm.__main__ import main
+    from tinyddpm.unet_improved import training_memory
+
+    assert training_memory(512) > 8 * training_memory(32) / 2  # per image, not per run
+    assert training_memory(32, attention=(28, 14, 7)) > 2 * training_memory(32)
+    monkeypatch.setattr(_cli, "available_memory", lambda: 2 * 2**30)
+    monkeypatch.setattr("tinyddpm.load_fashion_mnist", lambda *a, **k: 1 / 0)  # no work
+    assert main(["train", "--model", "improved", "--batch-size", "1024", "--epochs", "1",
+                 "--checkpoint", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "needs about 7.6 GiB to train, and 2.0 GiB is free" in err
+    assert not (tmp_path / "m.npz").exists()
 
 
 def test_train_the_improved_model_from_the_command_line_and_resume_it(tmp_path, subset, capsys):

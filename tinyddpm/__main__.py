@@ -141,21 +141,22 @@ def _lock_and_check(args, paths, also_written=()):
     """Before any work: lock the run's files against another run, check that they (and
     ``also_written``, e.g. the best-loss file) can be written, and that ``--resume`` has a
     checkpoint (and a fresh run none to overwrite)."""
-    from tinyddpm._files import FileLock, LockedError, check_output
-    from tinyddpm.checkpoint import _shipped
+    from tinyddpm._files import FileLock, LockedError, check_output, in_assets
 
     for path in [*paths, *also_written]:
-        if _shipped(path):
+        if in_assets(path):
             from tinyddpm.pretrained import PRETRAINED
 
             kind = next((k for k, p in PRETRAINED.items() if os.path.samefile(p, path)), None) \
                 if os.path.exists(path) else None
-            start = (f" (to start from its weights: --init-from {command(path)}"
+            start = (f" (to train from its weights: `train --init-from {command(path)}"
                      + (" --model improved --learn-sigma" if kind == "improved" else
-                        " --conditional" if kind == "conditional" else "") + ")"
-                     if kind in ("book", "conditional", "improved") else "")
-            raise UsageError(f"--checkpoint {path!r} is a file shipped with tinyddpm, which "
-                             f"training would write over: give a --checkpoint of your own{start}")
+                        " --conditional" if kind == "conditional" else "") + "`)"
+                     if kind in ("book", "conditional", "improved") and
+                     getattr(args, "init_from", False) is None else "")
+            raise UsageError(f"--checkpoint {path!r} is in tinyddpm's folder of shipped files, "
+                             f"which training would write into: give a --checkpoint of your "
+                             f"own{start}")
         try:
             check_output(path, "--checkpoint", (".npz",), need_bytes=16 * 2**20, example="ckpt")
         except ValueError as e:
@@ -218,7 +219,10 @@ def _train_run(args):
     if args.model == "improved" and args.conditional:
         raise UsageError("--model improved has no class input: drop --conditional")
     init = None
-    if args.init_from and not args.resume:
+    if args.init_from and args.resume:
+        raise UsageError("--init-from starts a new run from a model's weights, and --resume "
+                         f"continues {ckpt!r} with its own: drop one of them")
+    if args.init_from:
         init, init_config = _read_init_from(args.init_from, args.model)
         if args.model == "improved" and bool(init_config.get("learn_sigma")) != args.learn_sigma:
             raise UsageError(f"--init-from {args.init_from!r}: its model "
@@ -228,9 +232,13 @@ def _train_run(args):
         if args.model == "improved":
             saved_config = init_config  # the shape its weights fit
     architecture = _improved_architecture(args, saved_config, resumed=args.resume)
+    if args.model == "improved":
+        _check_training_memory(args.batch_size, architecture)
     if not args.conditional and args.label_dropout != TRAIN_OPTIONS["label_dropout"]:
-        raise UsageError("--label-dropout applies to a class-conditional model: add "
-                         "--conditional, or drop --label-dropout")
+        raise UsageError("--label-dropout applies to a class-conditional model (the book's U-Net "
+                         "with --conditional): " + ("drop --label-dropout" if
+                                                    args.model == "improved" else
+                                                    "add --conditional, or drop --label-dropout"))
     (X_full, y_full), _ = td.load_fashion_mnist(args.data_dir)
     (X_train, y_train), (X_valid, y_valid) = td.split_train_valid(X_full, y_full)  # 1/12 valid
     seed, conditional = args.seed, args.conditional
@@ -276,6 +284,21 @@ def _train_run(args):
 ARCHITECTURE = ("widths", "attention", "heads", "dropout")  # train's --model improved options
 
 
+def _check_training_memory(batch_size, architecture):
+    """Refuse, before any work, an improved U-Net whose training would not fit in the memory
+    this machine has free (each option may be in range while together they need 100s of GB)."""
+    from tinyddpm._cli import available_memory
+    from tinyddpm.unet_improved import training_memory
+
+    shape = {k: v for k, v in architecture.items() if k in ("widths", "attention", "heads")}
+    need, free = training_memory(batch_size, **shape), available_memory()
+    if free is not None and need > free:
+        raise UsageError(f"--model improved at --batch-size {batch_size} with these widths, "
+                         f"attention sides and heads needs about {need / 2**30:,.1f} GiB to "
+                         f"train, and {free / 2**30:,.1f} GiB is free: lower --batch-size or "
+                         "--widths, or use fewer --heads or attention sides (28x28 costs most)")
+
+
 def _improved_architecture(args, saved_config, resumed=True):
     """The improved U-Net's shape from --widths, --attention, --heads, --dropout: as given (the
     builder's defaults for those not given), or on --resume the checkpoint's (``resumed``; else
@@ -302,6 +325,17 @@ def _improved_architecture(args, saved_config, resumed=True):
                              + "; choose --widths, --attention and --heads that fit") from None
         return given
     saved = {name: saved_config[name] for name in ARCHITECTURE}
+    if not resumed:  # --init-from: heads and dropout shape no weight, so a new run may change them
+        for name in ("heads", "dropout"):
+            if name in given:
+                saved[name] = given.pop(name)
+        from .unet_improved import check_options
+
+        try:
+            check_options(**saved)
+        except ValueError as e:
+            raise UsageError(str(e).replace("build_improved_model: ", "--init-from's model with "
+                                            "these options: ")) from None
     for name, value in given.items():
         same = (sorted(value) == sorted(saved[name]) if name == "attention"  # a set of sides
                 else list(value) == list(saved[name]) if isinstance(value, tuple)
@@ -312,8 +346,8 @@ def _improved_architecture(args, saved_config, resumed=True):
             raise UsageError(
                 f"{_flag(name)} differs from the checkpoint's ({shown}): a resumed run keeps its "
                 f"model; drop {_flag(name)}, or start a new run without --resume" if resumed else
-                f"{_flag(name)} differs from --init-from's model ({shown}): its weights fit that "
-                f"shape only; drop {_flag(name)}")
+                f"{_flag(name)} differs from --init-from's model ({shown}): a run started from its "
+                f"weights keeps its shape; drop {_flag(name)}")
     return saved
 
 
@@ -809,9 +843,9 @@ IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 def _training_options(parser, checkpoint):
     """The options ``train`` and ``train-latent`` share."""
     parser.add_argument("--batch-size", type=whole_number(1, 1024), default=None,
-                        help="images a batch, up to 1,024 (training takes about 4 MB of memory "
-                        "an image for the book's U-Net, 7 MB for the improved one) (default: "
-                        "32; with --resume, the checkpoint's)")
+                        help="images a batch, up to 1,024 (training the book's U-Net takes "
+                        "about 4 MB of memory an image) (default: 32; with --resume, the "
+                        "checkpoint's)")
     parser.add_argument("--learning-rate", type=real_number(0), default=None,
                         help="Nadam learning rate (default: 1e-3; with --resume, the "
                         "checkpoint's, and a rate given applies from then on)")

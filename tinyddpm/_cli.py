@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import textwrap
 
@@ -130,3 +131,18 @@ def _range(low, high, low_open=False, high_open=False):
 def command(*words):
     """A command line to print for the user to copy: each word quoted for a POSIX shell."""
     return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def available_memory():
+    """Bytes of memory free for a new job (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None

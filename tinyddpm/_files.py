@@ -147,6 +147,9 @@ def check_output(path, option, suffixes=None, need_bytes=0, example="samples"):
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if in_assets(path):
+        raise ValueError(f"{option} {path!r} is in tinyddpm's folder of shipped files, which no "
+                         "command writes into: choose another place")
     if os.path.isdir(path):
         example = os.path.join(path, example + (suffixes[0] if suffixes else ""))
         raise ValueError(f"{option} {path!r} is a folder: give a file name, e.g. {example!r}")
@@ -184,6 +187,15 @@ def check_output(path, option, suffixes=None, need_bytes=0, example="samples"):
                              f"and this needs about {need_bytes / 2**20:,.1f} MiB; free some "
                              "space or choose another place")
     return path
+
+
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+
+
+def in_assets(path):
+    """Whether ``path`` (existing or not, through links) lies in the package's folder of shipped
+    files, tinyddpm/assets, which only the maintainers' export writes."""
+    return os.path.dirname(os.path.realpath(path)) == os.path.realpath(ASSETS)
 
 
 class FileLock:

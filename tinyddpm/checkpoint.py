@@ -18,7 +18,7 @@ import zipfile
 import numpy as np
 
 from . import __version__
-from ._files import WriteError, atomic_write  # noqa: F401 (WriteError: what a save raises)
+from ._files import WriteError, atomic_write, in_assets  # noqa: F401 (WriteError: what a save raises)
 from .schedule import schedule_spec
 
 FORMAT = "tinyddpm-checkpoint"
@@ -279,6 +279,13 @@ def _check_header(path, header):
                               "damaged or was edited")
     for where, config in _model_configs(header):
         _check_config(path, where, config)
+    config = header.get("config")
+    model = config.get("model") if isinstance(config, dict) else None
+    if (header.get("model_class"), model == "improved") in (("DiffusionUNet", True),
+                                                            ("ImprovedUNet", False)):
+        raise CheckpointError(f"{path!r}: the header's model_class {header['model_class']!r} and "
+                              f"its config (model {model!r}) disagree; the file is damaged or "
+                              "was edited")
 
 
 MAX_WIDTH = 512  # channels of a U-Net level (the improved builder's bound too): 512 at each
@@ -433,7 +440,7 @@ def describe_kind(path, header):
                 f"which generates nothing by itself: {how}")
     what, train, sample = KINDS[kind]
     epochs = header.get("epoch", 0) + 10
-    if _shipped(path):  # never train into the package's own file: start a run of your own
+    if in_assets(path):  # never train into the package's own file: start a run of your own
         options = {"book": "", "conditional": " --conditional", "improved": " --model improved" + (
             " --learn-sigma" if (header.get("config") or {}).get("learn_sigma") else "")}
         tune = (f"fine-tune it in a run of your own with `python -m tinyddpm train{options[kind]}"
@@ -445,10 +452,6 @@ def describe_kind(path, header):
             f" (--epochs: the total to reach); sample it with `{sample.format(path=path)}`")
 
 
-def _shipped(path):
-    """Whether ``path`` is one of the package's own files (tinyddpm/assets)."""
-    assets = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
-    return os.path.dirname(os.path.realpath(path)) == os.path.realpath(assets)
 
 
 def load_checkpoint(path, model, optimizer=None):

@@ -289,6 +289,11 @@ class Model(Module):
         ``ema=0.999`` also keeps an exponential moving average of the weights
         (:class:`ExponentialMovingAverage`); ``use_ema_weights()`` swaps it in for sampling.
         """
+        for name, value, example in (("loss", loss, "huber"), ("optimizer", optimizer, "nadam")):
+            if isinstance(value, type):  # Keras takes instances (or names) too
+                raise TypeError(f"compile(): {name}={value.__name__} is the class; pass an "
+                                f"instance, {name}=td.{value.__name__}(), or a name such as "
+                                f"{example!r}")
         self.loss = losses_mod.get(loss)
         if (getattr(self, "config", None) or {}).get("learn_sigma") and \
                 not isinstance(self.loss, losses_mod.HybridLoss):
@@ -437,7 +442,9 @@ class Model(Module):
                 raise ValueError(f"fit(): {name} was prepared with target='hybrid', for "
                                  f"HybridLoss, but this model is compiled with "
                                  f"{type(self.loss).__name__}: prepare it without target= (the "
-                                 "noise), or compile with loss=td.HybridLoss()")
+                                 "noise), or train a model that learns its variances "
+                                 "(build_improved_model(learn_sigma=True)) with "
+                                 "loss=td.HybridLoss()")
         size = getattr(train_set, "batch_size", None)
         if self.step_in_epoch and self.batch_size_trained and size and \
                 size != self.batch_size_trained:

@@ -728,7 +728,7 @@ def generate(model, batch_size=32, seed=None, T=None, progress=True, callback=No
     (a callable without a config: the T it was trained with; see :func:`sample`).
     Same as ``sample(model, batch_size, sampler="ddpm", ...)``.
     """
-    _whole_number("batch_size", batch_size, 1)  # (sample() calls it n)
+    _whole_number("batch_size", batch_size, 1, MAX_IMAGES)  # (sample() calls it n)
     return sample(model, batch_size, "ddpm", seed=seed, progress=progress, callback=callback,
                   label=label, guidance=guidance, T=T)
 
@@ -747,7 +747,7 @@ def generate_ddim(model, batch_size=32, steps=50, eta=0.0, clip=True, seed=None,
     Returns images in [0, 1], (batch_size, 28, 28, 1) float32; deterministic for a ``seed``.
     ``label`` and ``guidance``: as in :func:`generate`, for a class-conditional model.
     """
-    _whole_number("batch_size", batch_size, 1)
+    _whole_number("batch_size", batch_size, 1, MAX_IMAGES)
     return sample(model, batch_size, "ddim", steps=steps, spacing=spacing, eta=eta, clip=clip,
                   seed=seed, label=label, guidance=guidance, progress=progress,
                   callback=callback, T=T)

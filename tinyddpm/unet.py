@@ -233,11 +233,19 @@ def build_diffusion_model(T=4000, embed_size=64, seed=None, num_classes=None, sc
     class embedding, plus a "no class" entry, added to the time encoding; inputs gain a
     ``"label"`` array). The book's model is ``num_classes=None``.
     """
+    _check_T("build_diffusion_model", T)
     if seed is not None:
         nn.set_seed(seed)
     model = DiffusionUNet(T, embed_size, num_classes=num_classes, schedule=schedule)
     model(dummy_inputs(model))  # build, in inference mode (a Model's default, as in Keras)
     return model
+
+
+def _check_T(builder, T):
+    """T: a whole number of diffusion steps in 1..100,000 (a checkpoint's bound too; the time
+    encoding holds T rows)."""
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or not 1 <= T <= 100_000:
+        raise ValueError(f"{builder}: T must be a whole number of steps in 1..100,000, got {T!r}")
 
 
 def dummy_inputs(model, n=1):
