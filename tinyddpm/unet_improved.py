@@ -168,6 +168,10 @@ def check_options(widths=(16, 32, 64), attention=(7,), heads=4, dropout=0.0, gro
     def whole(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
+    def whole_numbers(values):  # a tuple or list of them (not a string, not a bare number)
+        return not isinstance(values, str) and hasattr(values, "__len__") and \
+            all(whole(v) for v in values)
+
     for name, value in (("heads", heads), ("groups", groups)):
         if not whole(value) or value < 1:
             raise ValueError(f"build_improved_model: {name} must be a whole number >= 1, got "
@@ -176,16 +180,14 @@ def check_options(widths=(16, 32, 64), attention=(7,), heads=4, dropout=0.0, gro
         raise ValueError(f"build_improved_model: dropout must be a number in [0, 1), got "
                          f"{dropout!r}")
 
-    if isinstance(widths, str) or not hasattr(widths, "__len__") or \
-            not all(whole(w) for w in widths):
+    if not whole_numbers(widths):
         raise ValueError(f"build_improved_model: widths must be 3 whole numbers (channels at "
                          f"28x28, 14x14, 7x7), e.g. (16, 32, 64); got {widths!r}")
     widths = [int(w) for w in widths]
     if len(widths) != 3:
         raise ValueError(f"build_improved_model: widths needs 3 values (28x28, 14x14, 7x7), "
                          f"got {widths}")
-    if isinstance(attention, str) or not hasattr(attention, "__len__") or \
-            not all(whole(a) for a in attention):
+    if not whole_numbers(attention):
         raise ValueError(f"build_improved_model: attention must be a tuple of sides, e.g. (7,) "
                          f"or (14, 7), or () for none; got {attention!r}")
     sides = [int(a) for a in attention]
